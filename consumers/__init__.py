@@ -1,0 +1,1 @@
+"""confluent-kafka consumers: the ClickHouse sink and the prediction subscriber."""

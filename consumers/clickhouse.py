@@ -1,0 +1,169 @@
+"""ClickHouse access through clickhouse-connect: embedded chDB or a server, same code.
+
+Holds the DDL loader, the read-only query path, and how each topic's records become table rows.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from driftway.settings import Settings
+from schemas.events import (
+    DeadLetter,
+    Label,
+    ModelVersion,
+    Prediction,
+    Record,
+    TrainingExample,
+    label_text,
+)
+
+#: Applied to every user query: read-only (a write or DDL is refused by ClickHouse itself), and
+#: FINAL on every table, so a record the sink stored twice is counted once.
+READ_ONLY = {"readonly": 2, "final": 1}
+
+
+class EngineBusy(RuntimeError):
+    """The embedded engine's directory is owned by another process."""
+
+
+def connect(settings: Settings) -> Client:
+    """A client for the configured ClickHouse: chDB on disk, or an HTTP(S) server."""
+    dsn = settings.clickhouse_dsn_resolved
+    try:
+        return clickhouse_connect.get_client(dsn=dsn)
+    except Exception as exc:
+        if settings.embedded_clickhouse and "EmbeddedServer" in str(exc):
+            raise EngineBusy(
+                f"the embedded ClickHouse under {settings.state_dir / 'clickhouse'} is in use by "
+                "another process (a running `driftway up` or `demo`?); query through it with "
+                "`driftway query`, or stop it first"
+            ) from exc
+        raise
+
+
+def ensure_schema(client: Client, database: str) -> None:
+    """Create the database and tables if missing (idempotent)."""
+    ddl = resources.files("schemas").joinpath("sql/001_tables.sql").read_text()
+    for statement in split_sql(ddl.replace("{db}", database)):
+        client.command(statement)
+
+
+def split_sql(script: str) -> list[str]:
+    """Statements of a DDL script ('--' comments dropped).
+
+    >>> split_sql("-- hi\\nCREATE DATABASE a;\\n\\nSELECT 1; -- x\\n")
+    ['CREATE DATABASE a', 'SELECT 1']
+    """
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows of a query with their column names and ClickHouse types."""
+
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
+
+    def records(self) -> list[dict[str, Any]]:
+        """Rows as dicts, values made JSON-friendly."""
+        return [dict(zip(self.columns, map(jsonable, row), strict=True)) for row in self.rows]
+
+    def records_rows(self) -> list[list[Any]]:
+        """Rows with values made JSON-friendly."""
+        return [[jsonable(v) for v in row] for row in self.rows]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"columns": self.columns, "types": self.types, "rows": self.records_rows()}
+
+
+def jsonable(value: Any) -> Any:
+    """A query value as JSON can carry it."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def run_query(client: Client, sql: str, database: str) -> QueryResult:
+    """Run one read-only query with `database` as the default database."""
+    client.database = database
+    result = client.query(sql, settings=READ_ONLY)
+    return QueryResult(
+        columns=list(result.column_names),
+        types=[t.name for t in result.column_types],
+        rows=[list(r) for r in result.result_rows],
+    )
+
+
+def _ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def prediction_row(p: Prediction) -> list[Any]:
+    return [p.event_id, p.entity_id, p.ts, p.model, p.version, label_text(p.prediction), p.score,
+            p.shadow_scores, json.dumps([c.model_dump() for c in p.explanation]), p.latency_ms,
+            _ts(p.received_at), _ts(p.predicted_at)]
+
+
+def label_row(label: Label) -> list[Any]:
+    return [label.event_id, label_text(label.label), label.ts or datetime.now(UTC)]
+
+
+def dead_letter_row(d: DeadLetter) -> list[Any]:
+    return [d.ts, d.processor, d.source_topic, d.source_partition, d.source_offset, d.key,
+            d.error, base64.b64decode(d.payload_b64)]
+
+
+def model_version_row(v: ModelVersion) -> list[Any]:
+    return [v.model, v.version, v.parent, v.created_at, v.examples_seen, v.feature_set,
+            json.dumps(v.hyperparameters, default=str)]
+
+
+def training_row(t: TrainingExample) -> list[Any]:
+    return [t.event_id, t.model, t.version, label_text(t.label), label_text(t.served), t.score]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How one topic's records land in one table."""
+
+    topic_key: str
+    table: str
+    record: type[Record]
+    to_row: Callable[[Any], list[Any]]
+    columns: tuple[str, ...]
+
+
+OFFSET_COLUMNS = ("_topic", "_partition", "_offset")
+
+SINK_TABLES: tuple[TableSpec, ...] = (
+    TableSpec("predictions", "predictions", Prediction, prediction_row,
+              ("event_id", "entity_id", "ts", "model", "version", "prediction", "score",
+               "shadow_scores", "explanation", "latency_ms", "received_at", "predicted_at")),
+    TableSpec("labels", "labels", Label, label_row, ("event_id", "label", "ts")),
+    TableSpec("dead-letters", "dead_letters", DeadLetter, dead_letter_row,
+              ("ts", "processor", "source_topic", "source_partition", "source_offset", "key",
+               "error", "payload")),
+    TableSpec("model-versions", "model_versions", ModelVersion, model_version_row,
+              ("model", "version", "parent", "created_at", "examples_seen", "feature_set",
+               "hyperparameters")),
+    TableSpec("training", "training", TrainingExample, training_row,
+              ("event_id", "model", "version", "label", "served", "score")),
+)

@@ -1,0 +1,238 @@
+"""The ClickHouse sink: Driftway's topics into monitoring tables, in batches, idempotently.
+
+Offsets are committed only after the insert succeeded. Each row keeps its Kafka coordinates: on
+partition assignment the sink resumes after the highest offset ClickHouse already holds, so a batch
+that was inserted but not committed before a crash is not inserted again. When the engine is the
+embedded chDB (one owning process), the sink also answers read-only queries on loopback, so that
+`driftway query` works while the pipeline runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from pydantic import ValidationError
+
+from consumers.clickhouse import (
+    OFFSET_COLUMNS,
+    SINK_TABLES,
+    QueryResult,
+    TableSpec,
+    connect,
+    dead_letter_row,
+    ensure_schema,
+    run_query,
+)
+from driftway.kafka import client_config, make_producer
+from driftway.settings import Settings
+from schemas.events import DeadLetter
+
+log = logging.getLogger(__name__)
+
+
+def message_dead_letter(msg: Message, error: str) -> DeadLetter:
+    """A dead letter for a record the sink could not decode."""
+    import base64
+
+    key = msg.key()
+    return DeadLetter(
+        ts=datetime.now(UTC),
+        processor="sink",
+        source_topic=msg.topic(),
+        source_partition=msg.partition(),
+        source_offset=msg.offset(),
+        key=key.decode(errors="replace") if key is not None else None,
+        error=error[:4000],
+        payload_b64=base64.b64encode(msg.value() or b"").decode(),
+    )
+
+
+class ClickHouseSink:
+    """Consumes the monitored topics and writes each batch with one insert per table."""
+
+    def __init__(self, settings: Settings, client: Client) -> None:
+        self.settings = settings
+        self.client = client
+        self.db = settings.clickhouse_database
+        self.specs: dict[str, TableSpec] = {settings.topic(s.topic_key): s for s in SINK_TABLES}
+        self.dlq_topic = settings.topic("dead-letters")
+        self.lock = threading.Lock()  # one chDB connection: queries and inserts take turns
+        self.stop_requested = threading.Event()
+        self.rows_written = 0
+        self._producer = make_producer(settings)
+        self._consumer = Consumer({
+            **client_config(settings),
+            "group.id": f"{settings.app_id}-sink",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+        })
+
+    def stored_offsets(self) -> dict[tuple[str, int], int]:
+        """Highest offset already in ClickHouse, per source topic and partition."""
+        union = " UNION ALL ".join(
+            f"SELECT _topic, _partition, max(_offset) AS o FROM {self.db}.{s.table} "
+            "GROUP BY _topic, _partition"
+            for s in SINK_TABLES
+        )
+        with self.lock:
+            rows = self.client.query(union).result_rows
+        return {(t, int(p)): int(o) for t, p, o in rows}
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self.stored_offsets()
+        for tp in partitions:
+            if (tp.topic, tp.partition) in stored:
+                tp.offset = stored[(tp.topic, tp.partition)] + 1
+        consumer.assign(partitions)
+        log.info("sink assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
+
+    def decode(self, messages: Sequence[Message]) -> tuple[dict[str, list[list[Any]]], list[DeadLetter]]:
+        """Rows per table, and dead letters for what did not decode."""
+        rows: dict[str, list[list[Any]]] = defaultdict(list)
+        dead: list[DeadLetter] = []
+        for msg in messages:
+            spec = self.specs[msg.topic()]
+            try:
+                record = spec.record.model_validate_json(msg.value() or b"")
+            except ValidationError as exc:
+                letter = message_dead_letter(msg, f"sink: invalid {spec.record.__name__}: "
+                                                  f"{exc.errors()[0]['msg']}")
+                if msg.topic() == self.dlq_topic:
+                    # Cannot go round again through the topic it came from: store it directly.
+                    rows["dead_letters"].append(
+                        dead_letter_row(letter) + [msg.topic(), msg.partition(), msg.offset()])
+                else:
+                    dead.append(letter)
+                continue
+            rows[spec.table].append(
+                spec.to_row(record) + [msg.topic(), msg.partition(), msg.offset()])
+        return rows, dead
+
+    def write(self, messages: Sequence[Message]) -> None:
+        """Insert one batch, send its dead letters, then commit its offsets."""
+        rows, dead = self.decode(messages)
+        for letter in dead:
+            self._producer.produce(self.dlq_topic, key=letter.source_topic, value=letter.to_bytes())
+        if dead and self._producer.flush(30) > 0:
+            raise RuntimeError("dead letters not delivered in 30 s; not committing")
+        columns = {s.table: list(s.columns) + list(OFFSET_COLUMNS) for s in SINK_TABLES}
+        for table, table_rows in rows.items():
+            self._insert(table, table_rows, columns[table])
+        self.rows_written += sum(len(r) for r in rows.values())
+        ends: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            key = (msg.topic(), msg.partition())
+            ends[key] = max(ends.get(key, -1), msg.offset() + 1)
+        self._consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=False)
+
+    def _insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
+        for attempt in range(5):
+            try:
+                with self.lock:
+                    self.client.insert(f"{self.db}.{table}", rows, column_names=columns)
+                return
+            except Exception:
+                if attempt == 4:
+                    raise
+                log.exception("insert into %s failed; retrying", table)
+                time.sleep(0.5 * 2**attempt)
+
+    def run(self) -> None:
+        """Consume and write until stop_requested; then write what is pending and leave."""
+        cfg = self.settings.sink
+        self._consumer.subscribe(list(self.specs), on_assign=self._on_assign)
+        pending: list[Message] = []
+        deadline = time.monotonic() + cfg.flush_seconds
+        try:
+            while not self.stop_requested.is_set():
+                wait = max(0.0, min(0.2, deadline - time.monotonic()))
+                for msg in self._consumer.consume(cfg.batch_size - len(pending), timeout=wait):
+                    err = msg.error()
+                    if err is None:
+                        pending.append(msg)
+                    elif err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consumer error: %s", err)
+                if pending and (len(pending) >= cfg.batch_size or time.monotonic() >= deadline):
+                    self.write(pending)
+                    pending = []
+                if time.monotonic() >= deadline:
+                    deadline = time.monotonic() + cfg.flush_seconds
+            if pending:
+                self.write(pending)
+        finally:
+            self._consumer.close()
+            self._producer.flush(10)
+
+    def query(self, sql: str) -> QueryResult:
+        """A read-only query on this sink's engine."""
+        with self.lock:
+            return run_query(self.client, sql, self.db)
+
+
+def query_endpoint_file(settings: Settings) -> Path:
+    """Where the sink advertises its loopback query port."""
+    return settings.state_dir / "query.json"
+
+
+def serve_queries(sink: ClickHouseSink, port: int) -> ThreadingHTTPServer:
+    """Answer POST /query (SQL in the body) with JSON, on 127.0.0.1, in a daemon thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            sql = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            try:
+                body, status = sink.query(sql).to_json(), HTTPStatus.OK
+            except Exception as exc:
+                body, status = {"error": str(exc)}, HTTPStatus.BAD_REQUEST
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug(format, *args)
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="query-endpoint").start()
+    return server
+
+
+def main(settings: Settings) -> None:
+    """Run the sink in the foreground until SIGTERM or Ctrl-C."""
+    import os
+
+    client = connect(settings)
+    ensure_schema(client, settings.clickhouse_database)
+    sink = ClickHouseSink(settings, client)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sink.stop_requested.set())
+    server = None
+    endpoint = query_endpoint_file(settings)
+    if settings.embedded_clickhouse:
+        server = serve_queries(sink, settings.sink.query_port)
+        endpoint.parent.mkdir(parents=True, exist_ok=True)
+        endpoint.write_text(json.dumps({"pid": os.getpid(), "port": server.server_address[1]}))
+    try:
+        sink.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+            endpoint.unlink(missing_ok=True)
+        client.close()

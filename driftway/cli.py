@@ -1,0 +1,314 @@
+"""The `driftway` command line: run the stack, feed it, and query what it recorded."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from driftway.settings import Settings, SettingsError, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    """The Settings for this invocation: environment plus global options, built once."""
+    root = ctx.find_root()
+    if "settings" not in root.meta:
+        try:
+            root.meta["settings"] = load_settings(**root.meta.get("overrides", {}))
+        except SettingsError as exc:
+            raise click.ClickException(f"{exc}") from None
+        logging.basicConfig(
+            level=root.meta["settings"].log_level.replace("warn", "warning").upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings: Settings = root.meta["settings"]
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the local broker and embedded ClickHouse keep data "
+                   "[env DRIFTWAY_STATE_DIR; default .driftway].")
+@click.option("--bootstrap-servers", default=None,
+              help="Kafka bootstrap servers [env DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS].")
+@click.option("--external-kafka", is_flag=True, default=False,
+              help="Use the Kafka at --bootstrap-servers instead of starting the local broker.")
+@click.pass_context
+def cli(ctx: click.Context, state_dir: Path | None, bootstrap_servers: str | None,
+        external_kafka: bool) -> None:
+    """Driftway: streaming MLOps on Kafka — online learning, drift, hot-swap, ClickHouse."""
+    overrides: dict[str, Any] = {}
+    if state_dir is not None:
+        overrides["state_dir"] = state_dir
+    if bootstrap_servers is not None or external_kafka:
+        from driftway.settings import KafkaSettings
+
+        kafka = Settings().kafka.model_dump() if _env_ok() else {}
+        if bootstrap_servers is not None:
+            kafka["bootstrap_servers"] = bootstrap_servers
+        if external_kafka:
+            kafka["local_broker"] = False
+        try:
+            overrides["kafka"] = KafkaSettings(**kafka)
+        except Exception as exc:
+            raise click.ClickException(f"invalid Kafka option: {exc}") from None
+    ctx.meta["overrides"] = overrides
+
+
+def _env_ok() -> bool:
+    try:
+        Settings()
+        return True
+    except Exception:
+        return False
+
+
+@cli.command()
+@click.pass_context
+def broker(ctx: click.Context) -> None:
+    """Run the local Kafka broker (KRaft, 127.0.0.1) in the foreground."""
+    from deploy.kafka_local import LauncherError, LocalBroker
+
+    settings = settings_of(ctx)
+    try:
+        with LocalBroker(settings) as b:
+            console.print(f"Kafka ready on 127.0.0.1:{b.port} (data in {b.home}); Ctrl-C stops it")
+            _wait_for_signal(lambda: b.process is None or b.process.poll() is None)
+    except LauncherError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.pass_context
+def topics(ctx: click.Context) -> None:
+    """Create every Driftway topic that is missing (idempotent)."""
+    from driftway.kafka import ensure_topics
+
+    try:
+        created = ensure_topics(settings_of(ctx))
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+@cli.group()
+def worker() -> None:
+    """Run one stream processor (faust worker) in the foreground."""
+
+
+@worker.command("features")
+@click.pass_context
+def worker_features(ctx: click.Context) -> None:
+    """raw → features, with per-entity state in a changelog-backed table."""
+    from streams import features
+
+    sys.argv = [sys.argv[0]]  # faust's worker parses argv itself
+    features.main(settings_of(ctx))
+
+
+@worker.command("scoring")
+@click.pass_context
+def worker_scoring(ctx: click.Context) -> None:
+    """features → predictions, learning online from labels."""
+    from streams import scoring
+
+    sys.argv = [sys.argv[0]]
+    scoring.main(settings_of(ctx))
+
+
+@cli.command()
+@click.pass_context
+def sink(ctx: click.Context) -> None:
+    """Write predictions, labels, dead letters and model versions into ClickHouse."""
+    from consumers import sink as sink_module
+    from consumers.clickhouse import EngineBusy
+
+    try:
+        sink_module.main(settings_of(ctx))
+    except EngineBusy as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _wait_for_signal(alive: Any = lambda: True, check: Any = None) -> None:
+    """Block until SIGTERM/SIGINT (or `alive()` turns false); `check()` runs every 0.5 s."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5) and alive():
+        if check is not None:
+            check()
+
+
+def _start_stack(settings: Settings) -> Any:
+    from deploy.kafka_local import LauncherError
+    from driftway.supervisor import Stack, StackError
+
+    try:
+        stack = Stack(settings).start()
+        stack.wait_until_serving()
+        return stack
+    except (LauncherError, StackError, ConnectionError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.pass_context
+def up(ctx: click.Context) -> None:
+    """Run broker, topics, processors and sink in the foreground; Ctrl-C stops all of it."""
+    from driftway.supervisor import StackError
+
+    settings = settings_of(ctx)
+    # Signals during start-up must still stop what has started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stack = _start_stack(settings)
+    console.print(f"Driftway is up: Kafka {settings.kafka.bootstrap_servers}, ClickHouse "
+                  f"{'embedded in ' + str(settings.state_dir) if settings.embedded_clickhouse else 'server'}"
+                  f"; logs in {stack.log_dir}. Ctrl-C stops it.")
+    try:
+        _wait_for_signal(check=stack.check)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        err_console.print("stopping…")
+        stack.stop()
+
+
+@cli.command()
+@click.option("--events", default=20_000, show_default=True, help="Raw events to send.")
+@click.option("--change-at", default=None, type=int,
+              help="Event index of the abrupt concept change [default: half way].")
+@click.option("--label-delay", default=200, show_default=True,
+              help="A label is sent this many events after its event.")
+@click.option("--rate", default=4_000, show_default=True, help="Events per second (0: no limit).")
+@click.option("--malformed-every", default=1_000, show_default=True,
+              help="Send a malformed event every N events (0: none).")
+@click.option("--seed", default=42, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, events: int, change_at: int | None, label_delay: int, rate: int,
+         malformed_every: int, seed: int) -> None:
+    """Run the stack and feed it a loan-application stream with an abrupt concept change."""
+    from driftway import demo as demo_module
+    from driftway.supervisor import StackError
+
+    settings = settings_of(ctx)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stack = _start_stack(settings)
+    try:
+        plan = demo_module.DemoPlan(events=events, change_at=change_at or events // 2,
+                                    label_delay=label_delay, rate=rate,
+                                    malformed_every=malformed_every, seed=seed)
+        summary = demo_module.run(settings, plan, console, check=stack.check)
+        demo_module.print_summary(summary, console)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        err_console.print("stopping…")
+        stack.stop()
+
+
+@cli.command()
+@click.argument("source", type=click.File("r"), default="-")
+@click.option("--labels", is_flag=True, help="Lines are labels ({event_id, label}), not events.")
+@click.pass_context
+def produce(ctx: click.Context, source: IO[str], labels: bool) -> None:
+    """Send JSON lines from SOURCE (a file, or - for stdin) as raw events, or labels.
+
+    Every line is validated first; invalid ones are reported with their line number and not
+    sent, and the command then exits with status 1.
+    """
+    from driftway.sdk import DeliveryError, EventProducer, InvalidRecord
+
+    producer = EventProducer(settings_of(ctx))
+    send = producer.send_label if labels else producer.send_event
+    bad = 0
+    for number, line in enumerate(source, 1):
+        if not line.strip():
+            continue
+        try:
+            send(line)
+        except InvalidRecord as exc:
+            bad += 1
+            err_console.print(f"line {number}: {exc}")
+    try:
+        producer.flush()
+    except DeliveryError as exc:
+        raise click.ClickException(str(exc)) from None
+    err_console.print(f"sent {producer.sent} {'labels' if labels else 'events'}"
+                      + (f"; {bad} invalid line(s) not sent" if bad else ""))
+    if bad:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@click.pass_context
+def query(ctx: click.Context, sql: str, fmt: str) -> None:
+    """Run read-only SQL on the monitoring tables (database `driftway` is the default)."""
+    from consumers.clickhouse import EngineBusy
+    from driftway.query import QueryError
+    from driftway.query import query as run
+
+    try:
+        result = run(settings_of(ctx), sql)
+    except (QueryError, EngineBusy) as exc:
+        raise click.ClickException(str(exc)) from None
+    if fmt == "json":
+        click.echo(json.dumps(result.records(), indent=2))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(result.columns)
+        writer.writerows([[_cell(v) for v in row] for row in result.records_rows()])
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        table = Table(*result.columns, show_lines=False)
+        for row in result.records_rows():
+            table.add_row(*(_cell(v) for v in row))
+        console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+@cli.group()
+def schemas() -> None:
+    """The published JSON Schemas of the wire formats."""
+
+
+@schemas.command("export")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Directory [default: the schemas/json/ of this package].")
+def schemas_export(out: Path | None) -> None:
+    """Write one JSON Schema file per topic."""
+    from schemas.export import write_json_schemas
+
+    for path in write_json_schemas(out):
+        console.print(str(path))
+
+
+def main() -> None:
+    """Entry point of the `driftway` console script."""
+    cli(prog_name="driftway")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The demo: a loan-application stream (River's Agrawal generator) with an abrupt concept change.
+
+Labels arrive `label_delay` events after their event; a few malformed events go in on purpose,
+as a careless upstream app would send them, to show dead letters at work.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from confluent_kafka import Producer
+from river.datasets import synth
+from rich.console import Console
+from rich.table import Table
+
+from driftway.kafka import make_producer
+from driftway.query import query
+from driftway.sdk import EventProducer
+from driftway.settings import Settings
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+MALFORMED: tuple[bytes, ...] = (
+    b"this is not json",
+    b'{"event_id": "m", "ts": 1700000000000, "data": {}}',
+    b'{"event_id": "m", "entity_id": "x", "ts": "yesterday", "data": {}}',
+    b'{"event_id": "m", "entity_id": "x", "ts": 1700000000000, "data": {"nested": {"a": 1}}}',
+)
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    events: int = 20_000
+    change_at: int = 10_000
+    label_delay: int = 200
+    rate: int = 4_000
+    malformed_every: int = 1_000
+    seed: int = 42
+
+
+def event_ts(index: int) -> datetime:
+    """Event time of the index-th demo event: one millisecond apart from a fixed start."""
+    return START + timedelta(milliseconds=index)
+
+
+def loan_applications(plan: DemoPlan) -> Iterator[tuple[dict[str, Any], bool]]:
+    """(raw event, label) pairs; the concept switches at change_at.
+
+    Before: Agrawal's function 8 (disposable income from salary, commission and education);
+    after: function 7 (disposable income from salary, commission and loan) — both learnable by a
+    linear model, so the demo shows the drop at the change and the recovery by online learning.
+
+    >>> first = next(loan_applications(DemoPlan(events=3, change_at=2)))
+    >>> sorted(first[0]["data"])[:3], type(first[1]).__name__
+    (['age', 'car', 'commission'], 'bool')
+    """
+    before = iter(synth.Agrawal(classification_function=7, seed=plan.seed))
+    after = iter(synth.Agrawal(classification_function=6, seed=plan.seed + 1))
+    rng = random.Random(plan.seed)
+    for i in range(plan.events):
+        x, y = next(before if i < plan.change_at else after)
+        data = {k: float(v) for k, v in x.items()}
+        data["elevel"] = f"level{int(x['elevel'])}"  # strings become categorical features
+        data["zipcode"] = f"zip{int(x['zipcode'])}"
+        event = {"event_id": f"loan-{plan.seed}-{i:08d}",
+                 "entity_id": f"applicant-{rng.randrange(2_000)}",
+                 "ts": int(event_ts(i).timestamp() * 1000), "data": data}
+        yield event, bool(y)
+
+
+def counts(settings: Settings) -> dict[str, int]:
+    """Rows stored so far in the main monitoring tables."""
+    sql = ("SELECT (SELECT count() FROM predictions), (SELECT count() FROM labels), "
+           "(SELECT count() FROM dead_letters), (SELECT count() FROM model_versions)")
+    p, lab, d, v = query(settings, sql).rows[0]
+    return {"predictions": int(p), "labels": int(lab), "dead_letters": int(d), "versions": int(v)}
+
+
+def run(settings: Settings, plan: DemoPlan, console: Console,
+        check: Callable[[], None] = lambda: None, timeout: float = 300.0) -> dict[str, Any]:
+    """Feed the stream, show progress, wait until everything is stored; return the summary."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    sdk = EventProducer(settings)
+    any_client: Producer = make_producer(settings)  # malformed bytes, as any client could send
+    pending_labels: deque[tuple[str, bool]] = deque()
+    sent = malformed = labels = 0
+    started = time.monotonic()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
+        "{task.completed:>7.0f}/{task.total:.0f}"), TimeElapsedColumn(), console=console,
+        transient=False, disable=not console.is_terminal)
+    with progress:
+        t_sent = progress.add_task("events sent", total=plan.events)
+        t_pred = progress.add_task("predictions stored", total=plan.events)
+        last_poll = 0.0
+        for i, (event, label) in enumerate(loan_applications(plan)):
+            if plan.malformed_every and i % plan.malformed_every == plan.malformed_every - 1:
+                any_client.produce(settings.topic("raw"), key=b"bad",
+                                   value=MALFORMED[malformed % len(MALFORMED)])
+                malformed += 1
+            sdk.send_event(event)
+            sent += 1
+            pending_labels.append((event["event_id"], label))
+            while len(pending_labels) > plan.label_delay:
+                sdk.send_label(dict(zip(("event_id", "label"), pending_labels.popleft(),
+                                        strict=True)))
+                labels += 1
+            if plan.rate:
+                ahead = sent / plan.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+            now = time.monotonic()
+            if now - last_poll > 0.5:
+                last_poll = now
+                check()
+                progress.update(t_sent, completed=sent)
+                progress.update(t_pred, completed=counts(settings)["predictions"])
+        while pending_labels:
+            sdk.send_label(dict(zip(("event_id", "label"), pending_labels.popleft(), strict=True)))
+            labels += 1
+        sdk.flush()
+        any_client.flush(30)
+        progress.update(t_sent, completed=sent)
+        send_seconds = time.monotonic() - started
+        deadline = time.monotonic() + timeout
+        while True:
+            check()
+            c = counts(settings)
+            progress.update(t_pred, completed=c["predictions"])
+            if (c["predictions"] >= sent and c["labels"] >= labels
+                    and c["dead_letters"] >= malformed) or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    total_seconds = time.monotonic() - started
+    if not console.is_terminal:
+        console.print(f"sent {sent} events in {send_seconds:.1f}s; stored {c['predictions']} "
+                      f"predictions after {total_seconds:.1f}s")
+    return summarize(settings, plan, sent, labels, malformed, total_seconds, c)
+
+
+def summarize(settings: Settings, plan: DemoPlan, sent: int, labels: int, malformed: int,
+              seconds: float, stored: dict[str, int]) -> dict[str, Any]:
+    """What happened, from ClickHouse."""
+    change = event_ts(plan.change_at).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    soon = event_ts(plan.change_at + 2_000).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    phases = query(settings, f"""
+        SELECT multiIf(p.ts < toDateTime64('{change}', 3, 'UTC'), '1 before the change',
+                       p.ts < toDateTime64('{soon}', 3, 'UTC'), '2 first 2,000 after',
+                       '3 rest after') AS phase,
+               count() AS labelled, round(avg(p.prediction = l.label), 4) AS accuracy
+        FROM predictions AS p INNER JOIN labels AS l USING event_id
+        GROUP BY phase ORDER BY phase""").rows
+    dead = query(settings, "SELECT processor, error, count() AS n FROM dead_letters "
+                           "GROUP BY processor, error ORDER BY n DESC").rows
+    versions = query(settings, "SELECT count(), max(examples_seen) FROM model_versions").rows[0]
+    latency = query(settings, "SELECT round(quantile(0.5)(latency_ms), 2), "
+                              "round(quantile(0.99)(latency_ms), 2) FROM predictions").rows[0]
+    return {"events": sent, "labels": labels, "malformed": malformed, "seconds": seconds,
+            "stored": stored, "accuracy": [(p[1:], int(n), a) for p, n, a in phases],
+            "dead_letters": dead, "versions": int(versions[0]),
+            "examples_learned": int(versions[1] or 0), "latency_ms": latency}
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    """The demo's closing summary, as tables."""
+    s = summary
+    console.print(f"\n[bold]Driftway demo[/bold]: {s['events']} events, {s['labels']} labels, "
+                  f"{s['malformed']} malformed, in {s['seconds']:.1f}s; stored "
+                  f"{s['stored']['predictions']} predictions, {s['stored']['dead_letters']} "
+                  f"dead letters; serving latency p50 {s['latency_ms'][0]} ms, "
+                  f"p99 {s['latency_ms'][1]} ms")
+    acc = Table("phase", "labelled predictions", "accuracy", title="accuracy around the change")
+    for phase, n, a in s["accuracy"]:
+        acc.add_row(phase, str(n), f"{a:.3f}")
+    console.print(acc)
+    dead = Table("processor", "error", "count", title="dead letters")
+    for processor, error, n in s["dead_letters"]:
+        dead.add_row(processor, error[:90], str(n))
+    console.print(dead)
+    console.print(f"model versions published: {s['versions']} "
+                  f"(latest learned from {s['examples_learned']} labelled examples)")
+    console.print("explore: driftway query \"SELECT * FROM predictions LIMIT 5\"")

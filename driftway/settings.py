@@ -1,0 +1,207 @@
+"""Driftway's one settings object, built once at the edge (the CLI) and passed in.
+
+Every field can be set from the environment with the ``DRIFTWAY_`` prefix; nested groups use a
+double underscore, e.g. ``DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS=broker:9092``.
+
+>>> s = Settings(state_dir="/tmp/x")
+>>> s.topic("raw")
+'driftway.raw'
+>>> s.clickhouse_dsn_resolved
+'chdb:///tmp/x/clickhouse'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TOPIC_KEYS = (
+    "raw",
+    "features",
+    "predictions",
+    "labels",
+    "training",
+    "model-versions",
+    "deployments",
+    "drift",
+    "metrics",
+    "dead-letters",
+)
+
+
+class KafkaSettings(BaseModel):
+    """How to reach Kafka, and the local broker Driftway starts when asked to."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated host:port."
+    )
+    local_broker: bool = Field(
+        True,
+        description="Start the project's own single-node KRaft broker (`driftway up`, `demo`). "
+        "Set false to use an existing cluster at bootstrap_servers.",
+    )
+    controller_port: int = Field(
+        9093, ge=1, le=65535, description="KRaft controller port of the local broker."
+    )
+    broker_heap: str = Field("512m", description="Max Java heap of the local broker (-Xmx).")
+    partitions: int = Field(
+        3, ge=1, le=1000, description="Partitions of the keyed data topics (raw, features...)."
+    )
+    replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        for part in v.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(
+                    f"{part!r} is not host:port; set DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS "
+                    "like 127.0.0.1:9092"
+                )
+        return v
+
+    @property
+    def broker_port(self) -> int:
+        """Port of the first bootstrap server: where the local broker listens."""
+        return int(self.bootstrap_servers.split(",")[0].rpartition(":")[2])
+
+
+class ProcessingSettings(BaseModel):
+    """Batching and serving knobs of the stream processors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_size: int = Field(500, ge=1, le=100_000, description="Events taken per batch.")
+    batch_within: float = Field(
+        0.02, gt=0, le=10, description="Seconds to wait for a batch to fill before processing it."
+    )
+    model: str = Field(
+        "logistic_regression",
+        description="Model served by scoring: a name from driftway.models.MODELS.",
+    )
+    model_name: str = Field("default", description="Name of the served model in predictions.")
+    explain_top: int = Field(3, ge=0, le=50, description="Feature contributions per prediction.")
+    publish_every: int = Field(
+        1_000, ge=1, description="Learned examples between two published model versions."
+    )
+    feedback_window: int = Field(
+        100_000,
+        ge=1,
+        description="Predictions (and early labels) kept waiting for their partner in the "
+        "label join; older ones are counted as expired.",
+    )
+
+
+class SinkSettings(BaseModel):
+    """The ClickHouse sink."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_size: int = Field(5_000, ge=1, description="Max records per ClickHouse insert.")
+    flush_seconds: float = Field(0.5, gt=0, description="Max seconds a record waits for insert.")
+    query_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Loopback port where the sink answers read-only queries on the embedded "
+        "engine (0: any free port, written to <state_dir>/query.port).",
+    )
+
+
+class Settings(BaseSettings):
+    """All of Driftway's settings. Frozen: build once, pass in."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTWAY_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    state_dir: Path = Field(
+        Path(".driftway"), description="Where the local broker and embedded ClickHouse keep data."
+    )
+    topic_prefix: str = Field("driftway.", description="Prefix of every Driftway topic name.")
+    app_id: str = Field("driftway", description="Prefix of consumer groups and faust app ids.")
+    clickhouse_dsn: SecretStr | None = Field(
+        None,
+        description="chdb:///path (embedded engine, default under state_dir) or "
+        "http(s)://user:password@host:8123 for a ClickHouse server. A secret: never printed.",
+    )
+    clickhouse_database: str = Field("driftway", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    kafka_libs_dir: Path | None = Field(
+        None, description="Where the broker's jars live (default: deploy/kafka/libs)."
+    )
+    log_level: Literal["debug", "info", "warn", "error"] = "warn"
+    kafka: KafkaSettings = KafkaSettings()
+    processing: ProcessingSettings = ProcessingSettings()
+    sink: SinkSettings = SinkSettings()
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_chars(cls, v: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not set(v) <= allowed:
+            raise ValueError("topic_prefix may hold only letters, digits, '.', '_' and '-'")
+        return v
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _dsn_scheme(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("chdb://", "http://", "https://")):
+            raise ValueError(
+                "DRIFTWAY_CLICKHOUSE_DSN must start with chdb://, http:// or https://"
+            )
+        return v
+
+    def topic(self, key: str) -> str:
+        """Full topic name for one of TOPIC_KEYS."""
+        if key not in TOPIC_KEYS:
+            raise KeyError(f"unknown topic {key!r}; known: {', '.join(TOPIC_KEYS)}")
+        return f"{self.topic_prefix}{key}"
+
+    @property
+    def clickhouse_dsn_resolved(self) -> str:
+        """The DSN to connect with: the configured one, or chDB under the state directory."""
+        if self.clickhouse_dsn is not None:
+            return self.clickhouse_dsn.get_secret_value()
+        return f"chdb://{(self.state_dir / 'clickhouse').resolve()}"
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        """True when ClickHouse is the in-process chDB engine (one owning process)."""
+        return self.clickhouse_dsn_resolved.startswith("chdb://")
+
+    @property
+    def libs_dir(self) -> Path:
+        """Directory of the local broker's jars."""
+        if self.kafka_libs_dir is not None:
+            return self.kafka_libs_dir
+        return Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "libs"
+
+
+class SettingsError(Exception):
+    """Settings that cannot work; the message says what to fix."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings from the environment plus overrides, with an error that says what to fix.
+
+    >>> load_settings(topic_prefix="bad prefix!")
+    Traceback (most recent call last):
+    ...
+    driftway.settings.SettingsError: invalid setting topic_prefix (DRIFTWAY_TOPIC_PREFIX): ...
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            path = ".".join(str(p) for p in err["loc"])
+            env = "DRIFTWAY_" + "__".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"invalid setting {path} ({env}): {err['msg']}")
+        raise SettingsError("\n".join(lines)) from None

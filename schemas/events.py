@@ -1,0 +1,230 @@
+"""Wire formats of every Driftway topic, as pydantic v2 models.
+
+Each record carries ``schema_version`` so consumers can tell formats apart as they evolve. The JSON
+Schema files in ``schemas/json/`` are generated from these models (``driftway schemas export``), so
+any Kafka client in any language can produce and consume.
+
+>>> e = RawEvent.model_validate_json(b'{"event_id": "e1", "entity_id": "u1", "ts": 1700000000000,'
+...                                  b' "data": {"amount": 12.5, "city": "Oslo"}}')
+>>> e.ts.isoformat()
+'2023-11-14T22:13:20+00:00'
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+FEATURE_SET_VERSION = "fs1"
+
+Scalar = bool | int | float | str | None
+LabelValue = bool | int | float | str
+
+
+def _epoch_millis_or_iso(value: Any) -> Any:
+    """Numbers are epoch milliseconds (pydantic alone would guess seconds for small ones)."""
+    if isinstance(value, bool):
+        raise ValueError("ts must be an ISO-8601 string or epoch milliseconds, not a boolean")
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_epoch_millis_or_iso)]
+
+
+class Record(BaseModel):
+    """Shared base of every wire record: strict about unknown top-level fields, frozen."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_timedelta="float")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    def to_bytes(self) -> bytes:
+        """The record as compact JSON bytes, the form it travels in."""
+        return self.model_dump_json().encode()
+
+
+class RawEvent(Record):
+    """What upstream apps send: one event about one entity, with flat, domain-agnostic data.
+
+    Numbers (and booleans) in ``data`` become numeric features, strings become categorical ones.
+    """
+
+    event_id: str = Field(min_length=1, max_length=256)
+    entity_id: str = Field(min_length=1, max_length=256)
+    ts: Timestamp
+    data: dict[str, Scalar] = Field(default_factory=dict)
+
+    @field_validator("ts")
+    @classmethod
+    def _tz(cls, v: datetime) -> datetime:
+        return _aware(v)
+
+
+class Label(Record):
+    """The truth for an earlier event, when it becomes known. Keyed by event id."""
+
+    event_id: str = Field(min_length=1, max_length=256)
+    label: LabelValue
+    ts: Timestamp | None = None
+
+
+class FeatureVector(Record):
+    """Output of the features processor: numeric features ready for a model."""
+
+    event_id: str
+    entity_id: str
+    ts: datetime
+    feature_set: str = FEATURE_SET_VERSION
+    features: dict[str, float]
+    received_at: float = Field(description="Unix seconds when the raw event entered Driftway.")
+
+
+class Contribution(BaseModel):
+    """One feature's share of a score (for linear models: weight times scaled value)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    feature: str
+    value: float
+    contribution: float
+
+
+class Prediction(Record):
+    """What subscribers read: one model version's answer for one event, with its explanation."""
+
+    event_id: str
+    entity_id: str
+    ts: datetime
+    model: str
+    version: str
+    prediction: LabelValue | None
+    score: float | None = Field(description="Probability of the predicted class, or the value.")
+    shadow_scores: dict[str, float] = Field(default_factory=dict)
+    explanation: list[Contribution] = Field(default_factory=list)
+    latency_ms: float = Field(description="Serving latency: features record in to prediction out.")
+    received_at: float
+    predicted_at: float
+
+
+class TrainingExample(Record):
+    """A prediction joined with its label: what the learner learns from, in one total order."""
+
+    event_id: str
+    model: str
+    version: str
+    features: dict[str, float]
+    label: LabelValue
+    served: LabelValue | None
+    score: float | None = None
+
+
+class ModelVersion(Record):
+    """An immutable model version: metadata, lineage and (base64) signed artifact."""
+
+    model: str
+    version: str
+    parent: str | None = None
+    created_at: datetime
+    training_offsets: dict[str, int] = Field(default_factory=dict)
+    examples_seen: int = 0
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    feature_set: str = FEATURE_SET_VERSION
+    artifact_b64: str | None = None
+    signature: str | None = None
+
+
+class Deployment(Record):
+    """The control plane: which version is champion, which are shadows, and why."""
+
+    model: str
+    champion: str
+    shadows: list[str] = Field(default_factory=list)
+    action: str
+    reason: str = ""
+    ts: datetime
+
+
+class DriftEvent(Record):
+    """A detected change: which detector saw what, where."""
+
+    ts: datetime
+    kind: Literal["data", "prediction", "concept"]
+    detector: str
+    model: str | None = None
+    version: str | None = None
+    feature: str | None = None
+    statistic: float
+    threshold: float
+    event_id: str | None = None
+    offset: int | None = None
+
+
+class Metric(Record):
+    """A prequential metric of one model version over a window."""
+
+    ts: datetime
+    model: str
+    version: str
+    metric: str
+    value: float
+    window: int
+    examples: int
+
+
+class DeadLetter(Record):
+    """Anything that could not be decoded or validated, with why and where it came from."""
+
+    ts: datetime
+    processor: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    key: str | None = None
+    error: str
+    payload_b64: str = Field(description="The original bytes, base64: replayable as they were.")
+
+
+#: Every wire format, by the topic key that carries it.
+TOPIC_RECORDS: dict[str, type[Record]] = {
+    "raw": RawEvent,
+    "features": FeatureVector,
+    "predictions": Prediction,
+    "labels": Label,
+    "training": TrainingExample,
+    "model-versions": ModelVersion,
+    "deployments": Deployment,
+    "drift": DriftEvent,
+    "metrics": Metric,
+    "dead-letters": DeadLetter,
+}
+
+
+def label_text(value: LabelValue | None) -> str:
+    """Canonical text of a label or prediction, so the two compare equal in SQL.
+
+    >>> label_text(True), label_text(1), label_text(1.0), label_text("yes")
+    ('true', '1', '1.0', 'yes')
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def json_schema(record: type[Record]) -> dict[str, Any]:
+    """The JSON Schema of a wire record, as published in schemas/json/."""
+    schema = record.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"driftway/{record.__name__}/v{SCHEMA_VERSION}"
+    return schema

@@ -1,0 +1,1 @@
+"""Driftway's stream processors (faust-streaming), one module each: thin agents over pure logic."""

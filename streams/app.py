@@ -1,0 +1,129 @@
+"""The faust plumbing shared by every processor: app factory, batched events, and output.
+
+Agents take events in batches (``take_events``), run a pure function over the batch, and write
+results with a confluent-kafka producer that is flushed before the batch is acknowledged: faust
+only commits offsets of acknowledged events, so output is at least once and nothing is lost.
+(faust's own ``send`` costs ~350 µs an event here; librdkafka's ``produce`` a few µs.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.types import EventT
+from confluent_kafka import KafkaError, Message
+
+from driftway.kafka import make_producer
+from driftway.settings import Settings
+from schemas.events import DeadLetter
+
+log = logging.getLogger(__name__)
+
+
+def make_app(settings: Settings, processor: str) -> faust.App:
+    """A faust app for one processor; its id is the consumer group and changelog prefix."""
+    return faust.App(
+        f"{settings.app_id}-{processor}",
+        broker=f"kafka://{settings.kafka.bootstrap_servers}",
+        broker_credentials=None,
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        stream_buffer_maxsize=max(4096, settings.processing.batch_size * 4),
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+        table_cleanup_interval=60.0,
+    )
+
+
+def raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faust.TopicT:
+    """A topic whose keys and values reach the agent as the original bytes."""
+    return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
+
+
+async def batches(stream: faust.StreamT, settings: Settings) -> AsyncIterator[Sequence[EventT]]:
+    """Events of a stream in batches of up to processing.batch_size."""
+    p = settings.processing
+    async for events in stream.take_events(p.batch_size, within=p.batch_within):
+        yield events
+
+
+def enter_event(event: EventT) -> None:
+    """Make `event` the current one, so table writes go to its partition's changelog.
+
+    faust sets this itself only for one-at-a-time iteration, not inside a taken batch.
+    """
+    _current_event.set(weakref.ref(event))
+
+
+def dead_letter(processor: str, event: EventT, error: str) -> DeadLetter:
+    """A dead letter for an event that failed in a processor, with its original bytes."""
+    msg = event.message
+    key = msg.key.decode(errors="replace") if isinstance(msg.key, bytes) else msg.key
+    value = msg.value if isinstance(msg.value, bytes) else str(msg.value).encode()
+    return DeadLetter(
+        ts=datetime.now(UTC),
+        processor=processor,
+        source_topic=msg.topic,
+        source_partition=msg.partition,
+        source_offset=msg.offset,
+        key=key,
+        error=error[:4000],
+        payload_b64=base64.b64encode(value).decode(),
+    )
+
+
+class Emitter:
+    """Writes a batch's output records; `flush()` returns once all are acknowledged by Kafka."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._producer = make_producer(settings)
+        self._errors: list[str] = []
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    def emit(self, topic: str, key: bytes | str | None, value: bytes) -> None:
+        """Queue one record for `topic`."""
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    async def flush(self) -> None:
+        """Wait for every queued record; raise if any could not be delivered."""
+        await asyncio.get_running_loop().run_in_executor(None, self._producer.flush)
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise RuntimeError(f"{len(errors)} records not delivered: {errors[:3]}")
+
+    def close(self) -> None:
+        self._producer.flush(10)
+
+
+def run_worker(app: faust.App, settings: Settings) -> None:
+    """Run a faust worker in the foreground until SIGTERM or Ctrl-C."""
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+
+
+def json_default(value: Any) -> Any:
+    """JSON encoder fallback for datetimes."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
