@@ -42,6 +42,11 @@ def connect(settings: Settings) -> Client:
     try:
         return clickhouse_connect.get_client(dsn=dsn)
     except Exception as exc:
+        if settings.embedded_clickhouse and "already initialized with path" in str(exc):
+            raise EngineBusy(
+                f"this process already opened another embedded ClickHouse directory ({exc}); "
+                "chDB allows one per process"
+            ) from exc
         if settings.embedded_clickhouse and "EmbeddedServer" in str(exc):
             raise EngineBusy(
                 f"the embedded ClickHouse under {settings.state_dir / 'clickhouse'} is in use by "

@@ -12,6 +12,7 @@ double underscore, e.g. ``DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS=broker:9092``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -188,6 +189,22 @@ class SettingsError(Exception):
     """Settings that cannot work; the message says what to fix."""
 
 
+def setting_env_names(model: type[BaseModel] = Settings, prefix: str = "DRIFTWAY_") -> set[str]:
+    """Every environment name that sets a field (nested groups also as one JSON value).
+
+    >>> "DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS" in setting_env_names()
+    True
+    """
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        env = f"{prefix}{name.upper()}"
+        names.add(env)
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            names |= setting_env_names(kind, env + "__")
+    return names
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build Settings from the environment plus overrides, with an error that says what to fix.
 
@@ -196,6 +213,12 @@ def load_settings(**overrides: object) -> Settings:
     ...
     driftway.settings.SettingsError: invalid setting topic_prefix (DRIFTWAY_TOPIC_PREFIX): ...
     """
+    unknown = sorted(k for k in os.environ if k.startswith("DRIFTWAY_")
+                     and k not in setting_env_names())
+    if unknown:
+        raise SettingsError(
+            f"unknown setting(s) in the environment: {', '.join(unknown)}; the settings are "
+            f"{', '.join(sorted(setting_env_names()))}")
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

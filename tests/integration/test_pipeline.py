@@ -1,0 +1,110 @@
+"""The whole pipeline on the real broker and the embedded ClickHouse engine."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from consumers.subscriber import PredictionSubscriber
+from driftway.query import query
+from driftway.sdk import EventProducer
+from driftway.settings import Settings
+from driftway.supervisor import Stack, settings_env
+from tests.integration.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+MALFORMED = [
+    b"{not json",
+    b'{"event_id": "m1", "ts": 1, "data": {}}',
+    b'{"event_id": "m2", "entity_id": "u", "ts": "noon", "data": {}}',
+    b'{"event_id": "m3", "entity_id": "u", "ts": 1, "data": {"deep": {"a": 1}}}',
+    b'{"event_id": "m4", "entity_id": "u", "ts": 1, "data": {}, "surprise": true}',
+    b"[]",
+    b"",
+]
+
+
+def counts(settings: Settings) -> tuple[int, int, int]:
+    row = query(settings, "SELECT (SELECT count() FROM predictions), "
+                          "(SELECT count() FROM dead_letters), (SELECT count() FROM labels)").rows[0]
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def test_valid_events_give_one_prediction_each_and_malformed_ones_one_dead_letter(
+    stack_settings: Settings,
+) -> None:
+    settings = stack_settings
+    n, labelled = 300, 120
+    with Stack(settings) as stack:
+        stack.wait_until_serving()
+        received: set[str] = set()
+        subscriber = PredictionSubscriber(settings, group_id="it-subscriber",
+                                          from_beginning=True, idle_timeout=90)
+
+        def subscribe() -> None:
+            for p in subscriber:
+                received.add(p.event_id)
+                if len(received) >= n:
+                    break
+
+        reader = threading.Thread(target=subscribe, daemon=True)
+        reader.start()
+
+        producer = EventProducer(settings)
+        sent = [producer.send_event({"event_id": f"ev-{i}", "entity_id": f"u{i % 17}",
+                                     "ts": 1_767_225_600_000 + i,
+                                     "data": {"amount": i * 1.5, "kind": "ab"[i % 2]}}).event_id
+                for i in range(n)]
+        any_client = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+        for payload in MALFORMED:
+            any_client.produce(settings.topic("raw"), key=b"bad", value=payload)
+        any_client.flush(10)
+        for i in range(labelled):
+            producer.send_label({"event_id": f"ev-{i}", "label": i % 3 == 0})
+        producer.flush()
+
+        wait_for(lambda: counts(settings), lambda c: c == (n, len(MALFORMED), labelled), 120,
+                 "predictions, dead letters and labels in ClickHouse")
+        time.sleep(2)  # nothing more arrives later: exactly once, not at least once
+        assert counts(settings) == (n, len(MALFORMED), labelled)
+        stack.check()
+
+        ids = {r[0] for r in query(settings, "SELECT event_id FROM predictions").rows}
+        assert ids == set(sent)
+        bad = query(settings, "SELECT countIf(model = '' OR length(version) != 64 OR "
+                              "latency_ms < 0 OR explanation = '[]' OR prediction = '') "
+                              "FROM predictions").rows[0][0]
+        assert bad == 0
+        letters = query(settings, "SELECT source_topic, processor, error, base64Encode(payload) "
+                                  "FROM dead_letters").rows
+        assert {r[0] for r in letters} == {settings.topic("raw")}
+        assert {r[1] for r in letters} == {"features"}
+        assert all(r[2] for r in letters)
+        assert sorted(base64.b64decode(r[3]) for r in letters) == sorted(MALFORMED)
+        aggregate = query(settings, "SELECT max(JSONExtractFloat(explanation, 1, 'value')) "
+                                    "FROM predictions").rows
+        assert aggregate  # explanations are JSON a query can open
+
+        reader.join(60)
+        assert received == set(sent)
+
+        # `driftway query` from another process goes through the running pipeline's engine.
+        env = settings_env(settings)
+        done = subprocess.run([sys.executable, "-m", "driftway.cli", "query", "--format", "json",
+                               "SELECT count() AS n FROM predictions"],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == [{"n": n}]
+        refused = subprocess.run([sys.executable, "-m", "driftway.cli", "query",
+                                  "DROP TABLE predictions"],
+                                 env=env, capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "readonly" in refused.stderr
+    assert stack.children == {}

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from pydantic import ValidationError
+
+from driftway.settings import TOPIC_KEYS, Settings
+from schemas.events import TOPIC_RECORDS, Label, RawEvent, label_text
+from schemas.export import JSON_DIR, rendered_schemas
+from schemas.topics import topic_specs
+
+
+def test_raw_event_accepts_iso_and_epoch_millis() -> None:
+    iso = RawEvent.model_validate({"event_id": "a", "entity_id": "b",
+                                   "ts": "2026-01-01T00:00:01Z", "data": {}})
+    millis = RawEvent.model_validate({"event_id": "a", "entity_id": "b",
+                                      "ts": 1767225601000, "data": {}})
+    assert iso.ts == millis.ts
+    # Small numbers are still milliseconds, not seconds.
+    assert RawEvent(event_id="a", entity_id="b", ts=1500).ts.timestamp() == 1.5
+
+
+@pytest.mark.parametrize("payload", [
+    b"not json",
+    b'{"entity_id": "b", "ts": 1, "data": {}}',
+    b'{"event_id": "", "entity_id": "b", "ts": 1, "data": {}}',
+    b'{"event_id": "a", "entity_id": "b", "ts": "noon", "data": {}}',
+    b'{"event_id": "a", "entity_id": "b", "ts": 1, "data": {"nested": {"x": 1}}}',
+    b'{"event_id": "a", "entity_id": "b", "ts": 1, "data": {}, "extra": 1}',
+    b'{"event_id": "a", "entity_id": "b", "ts": true, "data": {}}',
+])
+def test_raw_event_rejects_malformed(payload: bytes) -> None:
+    with pytest.raises(ValidationError):
+        RawEvent.model_validate_json(payload)
+
+
+def test_label_values_and_their_canonical_text() -> None:
+    assert Label.model_validate_json(b'{"event_id": "e", "label": true}').label is True
+    assert Label.model_validate_json(b'{"event_id": "e", "label": 2.5}').label == 2.5
+    assert [label_text(v) for v in (True, False, 3, "cat", None)] == ["true", "false", "3",
+                                                                       "cat", ""]
+
+
+def test_every_topic_has_a_versioned_wire_format() -> None:
+    assert set(TOPIC_RECORDS) == set(TOPIC_KEYS)
+    for record in TOPIC_RECORDS.values():
+        assert record.model_fields["schema_version"].default == 1
+
+
+def test_published_json_schemas_are_current() -> None:
+    rendered = rendered_schemas()
+    on_disk = {p.name: p.read_text() for p in JSON_DIR.glob("*.schema.json")}
+    assert on_disk == rendered, "run `driftway schemas export` and commit schemas/json/"
+
+
+def test_json_schema_validates_like_the_model() -> None:
+    schema = json.loads((JSON_DIR / "raw.schema.json").read_text())
+    good = {"event_id": "e", "entity_id": "u", "ts": "2026-01-01T00:00:00Z", "data": {"a": 1}}
+    jsonschema.validate(good, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"event_id": "e", "data": {}}, schema)
+
+
+def test_topic_settings_are_defined_once_per_topic() -> None:
+    specs = {s.key: s for s in topic_specs(Settings(topic_prefix="p."))}
+    assert set(specs) == set(TOPIC_KEYS)
+    assert specs["training"].partitions == 1
+    assert specs["raw"].partitions == Settings().kafka.partitions
+    assert specs["deployments"].config["cleanup.policy"] == "compact"
+    assert specs["model-versions"].config["cleanup.policy"] == "compact"
+    assert all(s.name.startswith("p.") for s in specs.values())

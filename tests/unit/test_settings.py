@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from driftway.settings import TOPIC_KEYS, Settings, SettingsError, load_settings
+from driftway.supervisor import settings_env
+
+
+def test_default_topic_names_are_under_the_driftway_prefix() -> None:
+    names = [Settings().topic(k) for k in TOPIC_KEYS]
+    assert names == [
+        "driftway.raw", "driftway.features", "driftway.predictions", "driftway.labels",
+        "driftway.training", "driftway.model-versions", "driftway.deployments",
+        "driftway.drift", "driftway.metrics", "driftway.dead-letters",
+    ]
+
+
+def test_environment_overrides_nested_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS", "10.0.0.5:19092")
+    monkeypatch.setenv("DRIFTWAY_PROCESSING__BATCH_SIZE", "64")
+    s = load_settings()
+    assert s.kafka.bootstrap_servers == "10.0.0.5:19092"
+    assert s.processing.batch_size == 64
+
+
+@pytest.mark.parametrize(("env", "value", "fix"), [
+    ("DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS", "nohostport", "DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS"),
+    ("DRIFTWAY_PROCESSING__BATCH_SIZE", "0", "DRIFTWAY_PROCESSING__BATCH_SIZE"),
+    ("DRIFTWAY_CLICKHOUSE_DSN", "mysql://x", "chdb://, http:// or https://"),
+    ("DRIFTWAY_TOPIC_PREFIX", "a b", "DRIFTWAY_TOPIC_PREFIX"),
+])
+def test_wrong_settings_fail_with_what_to_fix(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, fix: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert fix in str(err.value)
+
+
+def test_unknown_setting_is_refused() -> None:
+    with pytest.raises(SettingsError, match="Extra inputs"):
+        load_settings(not_a_setting=1)
+
+
+def test_dsn_defaults_to_embedded_engine_under_state_dir(tmp_path: Path) -> None:
+    s = Settings(state_dir=tmp_path)
+    assert s.embedded_clickhouse
+    assert s.clickhouse_dsn_resolved == f"chdb://{tmp_path.resolve()}/clickhouse"
+    server = Settings(clickhouse_dsn="http://u:secret@ch:8123")
+    assert not server.embedded_clickhouse
+    assert "secret" not in repr(server)
+
+
+def test_settings_env_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    original = Settings(state_dir=tmp_path, topic_prefix="x.", clickhouse_dsn="http://h:8123")
+    env = settings_env(original)
+    for key in [k for k in env if k.startswith("DRIFTWAY_")]:
+        monkeypatch.setenv(key, env[key])
+    rebuilt = Settings()
+    assert rebuilt.model_dump() == original.model_dump() | {"state_dir": tmp_path.resolve()}
+    assert rebuilt.clickhouse_dsn_resolved == "http://h:8123"
+
+
+def test_misspelt_environment_setting_fails_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTWAY_STATEDIR", "/tmp/x")
+    with pytest.raises(SettingsError, match="DRIFTWAY_STATEDIR.*DRIFTWAY_STATE_DIR"):
+        load_settings()
