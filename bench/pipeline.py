@@ -145,6 +145,50 @@ def topic_messages(settings: Settings, key: str) -> int:
         consumer.close()
 
 
+def stack_pids(stack: Stack) -> dict[str, int]:
+    """Process ids of the stack's processes and of this one, by name."""
+    pids: dict[str, int] = {name: proc.pid for name, proc in stack.children.items()}
+    if stack.broker is not None and stack.broker.process is not None:
+        pids["kafka broker (java)"] = stack.broker.process.pid
+    pids["bench (this process)"] = os.getpid()
+    return pids
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU time (user + system, all threads) used so far by each process."""
+    out = {}
+    for name, pid in stack_pids(stack).items():
+        try:
+            t = psutil.Process(pid).cpu_times()
+            out[name] = t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, Any]:
+    """CPU seconds each process used between two cpu_seconds() calls, and as cores busy."""
+    used = {name: after[name] - before[name] for name in after if name in before}
+    return {"wall_seconds": wall, "cpu_seconds": used,
+            "cores_busy": {name: v / wall for name, v in used.items()},
+            "total_cores_busy": sum(used.values()) / wall}
+
+
+def warm_up(stack: Stack, settings: Settings, data: Events, timeout: float) -> float:
+    """Send a few events and wait until their predictions are stored; returns the seconds.
+
+    Until then the faust workers may still be joining their groups, which belongs to start-up,
+    not to throughput.
+    """
+    t = time.monotonic()
+    producer = EventProducer(settings)
+    for event, _ in data:
+        producer.send_event(event)
+    producer.flush()
+    wait_for(stack, settings, lambda c: c["predictions"] >= len(data), timeout, "warm-up")
+    return time.monotonic() - t
+
+
 # --------------------------------------------------------------------------------------------
 # 2. throughput
 
@@ -161,6 +205,7 @@ def bench_throughput(stack: Stack, settings: Settings, data: Events, seed: int,
     producer = EventProducer(settings)
     pending: deque[tuple[str, bool]] = deque()
     labels = 0
+    cpu_before = cpu_seconds(stack)
     first_send_wall = time.time()
     t0 = time.monotonic()
     for event, label in data:
@@ -180,6 +225,7 @@ def bench_throughput(stack: Stack, settings: Settings, data: Events, seed: int,
 
     t_pred, _ = wait_for(stack, settings, lambda c: c["predictions"] - base["predictions"] >= n,
                          timeout, "throughput")
+    cpu = cpu_used(cpu_before, cpu_seconds(stack), time.monotonic() - t0)
     result: dict[str, Any] = {
         "events": n, "labels_sent": labels,
         "send_seconds": send_seconds, "send_events_per_s": n / send_seconds,
@@ -196,6 +242,7 @@ def bench_throughput(stack: Stack, settings: Settings, data: Events, seed: int,
         result["seconds_to_last_insert"] = times["last_inserted_at"] - first_send_wall
         result["events_per_s_by_insert_time"] = n / result["seconds_to_last_insert"]
         result["seconds_to_last_prediction"] = times["last_predicted_at"] - first_send_wall
+    result["cpu_until_predictions_stored"] = cpu
     return result
 
 
@@ -262,6 +309,7 @@ def bench_latency(stack: Stack, settings: Settings, data: Events, rate: float,
 
     producer = EventProducer(settings)
     sent: dict[str, float] = {}
+    cpu_before = cpu_seconds(stack)
     t0 = time.monotonic()
     for i, (event, _) in enumerate(data):
         ahead = t0 + i / rate - time.monotonic()
@@ -279,16 +327,19 @@ def bench_latency(stack: Stack, settings: Settings, data: Events, rate: float,
         stack.check()
         time.sleep(0.1)
     drain_seconds = time.monotonic() - t0 - send_seconds
+    cpu = cpu_used(cpu_before, cpu_seconds(stack), time.monotonic() - t0)
     sub.idle_timeout = 0  # ends the subscriber's iteration at its next poll; it then closes
     thread.join(10)
 
-    total, to_features, to_prediction, to_subscriber, serving = [], [], [], [], []
+    total, to_predicted, to_features, to_prediction, to_subscriber, serving = \
+        [], [], [], [], [], []
     for event_id, t_send in sent.items():
         got = received.get(event_id)
         if got is None:
             continue
         t_recv, features_at, predicted_at, latency_ms = got
         total.append((t_recv - t_send) * 1000)
+        to_predicted.append((predicted_at - t_send) * 1000)
         to_features.append((features_at - t_send) * 1000)
         to_prediction.append((predicted_at - features_at) * 1000)
         to_subscriber.append((t_recv - predicted_at) * 1000)
@@ -300,12 +351,14 @@ def bench_latency(stack: Stack, settings: Settings, data: Events, rate: float,
         "drain_seconds": drain_seconds, "subscriber_catch_up_seconds": caught_up,
         "older_predictions_skipped": backlog,
         "ms": quantiles(total),
+        "produce_to_predicted_at_ms": quantiles(to_predicted),
         "breakdown_ms": {
             "send_to_features": quantiles(to_features),
             "features_to_prediction": quantiles(to_prediction),
             "prediction_to_subscriber": quantiles(to_subscriber),
             "serving_latency_field": quantiles(serving),
         },
+        "cpu": cpu,
     }
 
 
@@ -326,16 +379,15 @@ def vm_hwm_mib(pid: int) -> float | None:
 
 def peak_memory(stack: Stack) -> dict[str, float | None]:
     """VmHWM of every stack process (and any child of theirs) and of this process."""
-    pids: dict[str, int] = {name: proc.pid for name, proc in stack.children.items()}
-    if stack.broker is not None and stack.broker.process is not None:
-        pids["kafka broker (java)"] = stack.broker.process.pid
+    pids = stack_pids(stack)
     for name, pid in list(pids.items()):
+        if name == "bench (this process)":
+            continue
         try:
             for child in psutil.Process(pid).children(recursive=True):
                 pids[f"{name} child {child.pid}"] = child.pid
         except psutil.NoSuchProcess:
             pass
-    pids["bench (this process)"] = os.getpid()
     out: dict[str, float | None] = {name: vm_hwm_mib(pid) for name, pid in pids.items()}
     out["total"] = sum(v for v in out.values() if v is not None)
     return out
@@ -387,6 +439,24 @@ def print_report(r: dict[str, Any]) -> None:
                   f"{f(bd['features_to_prediction'].get('p99'), 1)}, prediction→subscriber "
                   f"{f(bd['prediction_to_subscriber'].get('p50'), 1)}/"
                   f"{f(bd['prediction_to_subscriber'].get('p99'), 1)} ms")
+    tp = r.get("throughput")
+    if lat and tp and lat["target_rate"] > 0.9 * tp["events_per_s"]:
+        t.add_row("[yellow]note[/yellow]", "[yellow]saturated[/yellow]",
+                  f"[yellow]the latency phase's input rate ({f(lat['target_rate'])} ev/s) is at "
+                  f"or above the measured throughput ({f(tp['events_per_s'])} ev/s): its "
+                  "latencies measure a growing backlog, not steady-state latency; rerun with a "
+                  "lower --rate for that[/yellow]")
+    if lat:
+        pp = lat["produce_to_predicted_at_ms"]
+        t.add_row("latency, produce → prediction made (predicted_at)",
+                  f"p50 {f(pp.get('p50'), 1)} ms\np99 {f(pp.get('p99'), 1)} ms",
+                  "the same events, up to the scoring processor's timestamp: without the "
+                  "predictions topic and the subscriber's batching")
+    if tp:
+        cpu = tp["cpu_until_predictions_stored"]
+        t.add_row("cores busy during the no-label throughput run",
+                  f"{cpu['total_cores_busy']:.2f} of {r['machine']['cpus']}",
+                  "; ".join(f"{name} {v:.2f}" for name, v in cpu["cores_busy"].items()))
     mem = r.get("peak_memory_mib")
     if mem:
         parts = [f"{name} {f(v)}" for name, v in mem.items() if name != "total"]
@@ -478,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
                      "broker_heap": settings.kafka.broker_heap}
     stack = Stack(settings)
     failed = True
+    # The children inherit our working directory, and faust puts its data directories
+    # (<app id>-data) there: run them in the throw-away state directory instead.
+    args.out = args.out.resolve()
+    cwd = Path.cwd()
+    os.chdir(state_dir)
     try:
         console.print(f"starting the stack in {state_dir}…")
         t = time.monotonic()
@@ -485,15 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.wait_until_serving()
         r["stack_start_seconds"] = time.monotonic() - t
 
-        # Warm-up: until predictions reach ClickHouse the faust workers may still be joining
-        # their groups; none of that belongs in the throughput figure.
-        t = time.monotonic()
-        with EventProducer(settings) as producer:
-            for event, _ in warmup_data:
-                producer.send_event(event)
-        wait_for(stack, settings, lambda c: c["predictions"] >= WARMUP_EVENTS, args.timeout,
-                 "warm-up")
-        r["warmup_seconds"] = time.monotonic() - t
+        r["warmup_seconds"] = warm_up(stack, settings, warmup_data, args.timeout)
 
         console.print(f"2/4 end-to-end throughput, {args.events:,} events…")
         r["throughput"] = bench_throughput(stack, settings, throughput_data, THROUGHPUT_SEED,
@@ -531,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         stack.stop()
         r["stack_stop_seconds"] = time.monotonic() - t
+        os.chdir(cwd)
         if args.keep_state or failed:
             console.print(f"state kept in {state_dir}")
         else:

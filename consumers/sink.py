@@ -9,6 +9,7 @@ embedded chDB (one owning process), the sink also answers read-only queries on l
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import signal
@@ -36,7 +37,7 @@ from consumers.clickhouse import (
     ensure_schema,
     run_query,
 )
-from driftway.kafka import client_config, make_producer
+from driftway.kafka import client_config
 from driftway.settings import Settings
 from schemas.events import DeadLetter
 
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 
 def message_dead_letter(msg: Message, error: str) -> DeadLetter:
     """A dead letter for a record the sink could not decode."""
-    import base64
-
     key = msg.key()
     return DeadLetter(
         ts=datetime.now(UTC),
@@ -68,11 +67,9 @@ class ClickHouseSink:
         self.client = client
         self.db = settings.clickhouse_database
         self.specs: dict[str, TableSpec] = {settings.topic(s.topic_key): s for s in SINK_TABLES}
-        self.dlq_topic = settings.topic("dead-letters")
         self.lock = threading.Lock()  # one chDB connection: queries and inserts take turns
         self.stop_requested = threading.Event()
         self.rows_written = 0
-        self._producer = make_producer(settings)
         self._consumer = Consumer({
             **client_config(settings),
             "group.id": f"{settings.app_id}-sink",
@@ -100,35 +97,30 @@ class ClickHouseSink:
         consumer.assign(partitions)
         log.info("sink assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
 
-    def decode(self, messages: Sequence[Message]) -> tuple[dict[str, list[list[Any]]], list[DeadLetter]]:
-        """Rows per table, and dead letters for what did not decode."""
+    def decode(self, messages: Sequence[Message]) -> dict[str, list[list[Any]]]:
+        """Rows per table; what does not decode becomes a dead_letters row.
+
+        The sink stores its own dead letters directly, under the coordinates of the record that
+        failed: resuming from stored offsets then skips that record too, where producing them to
+        the dead-letter topic would repeat them on every redelivery.
+        """
         rows: dict[str, list[list[Any]]] = defaultdict(list)
-        dead: list[DeadLetter] = []
         for msg in messages:
             spec = self.specs[msg.topic()]
+            coordinates = [msg.topic(), msg.partition(), msg.offset()]
             try:
                 record = spec.record.model_validate_json(msg.value() or b"")
             except ValidationError as exc:
-                letter = message_dead_letter(msg, f"sink: invalid {spec.record.__name__}: "
-                                                  f"{exc.errors()[0]['msg']}")
-                if msg.topic() == self.dlq_topic:
-                    # Cannot go round again through the topic it came from: store it directly.
-                    rows["dead_letters"].append(
-                        dead_letter_row(letter) + [msg.topic(), msg.partition(), msg.offset()])
-                else:
-                    dead.append(letter)
+                letter = message_dead_letter(
+                    msg, f"sink: invalid {spec.record.__name__}: {exc.errors()[0]['msg']}")
+                rows["dead_letters"].append(dead_letter_row(letter) + coordinates)
                 continue
-            rows[spec.table].append(
-                spec.to_row(record) + [msg.topic(), msg.partition(), msg.offset()])
-        return rows, dead
+            rows[spec.table].append(spec.to_row(record) + coordinates)
+        return rows
 
     def write(self, messages: Sequence[Message]) -> None:
-        """Insert one batch, send its dead letters, then commit its offsets."""
-        rows, dead = self.decode(messages)
-        for letter in dead:
-            self._producer.produce(self.dlq_topic, key=letter.source_topic, value=letter.to_bytes())
-        if dead and self._producer.flush(30) > 0:
-            raise RuntimeError("dead letters not delivered in 30 s; not committing")
+        """Insert one batch, then commit its offsets."""
+        rows = self.decode(messages)
         columns = {s.table: list(s.columns) + list(OFFSET_COLUMNS) for s in SINK_TABLES}
         for table, table_rows in rows.items():
             self._insert(table, table_rows, columns[table])
@@ -176,7 +168,6 @@ class ClickHouseSink:
                 self.write(pending)
         finally:
             self._consumer.close()
-            self._producer.flush(10)
 
     def query(self, sql: str) -> QueryResult:
         """A read-only query on this sink's engine."""
@@ -193,7 +184,7 @@ def serve_queries(sink: ClickHouseSink, port: int) -> ThreadingHTTPServer:
     """Answer POST /query (SQL in the body) with JSON, on 127.0.0.1, in a daemon thread."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             sql = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
             try:
                 body, status = sink.query(sql).to_json(), HTTPStatus.OK

@@ -1,0 +1,186 @@
+"""Starting and stopping: the broker launcher, `driftway up`, and the sink's exactly-once rows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from consumers.clickhouse import connect, ensure_schema
+from consumers.sink import ClickHouseSink
+from deploy.kafka_local import LocalBroker, free_port
+from driftway.kafka import ensure_topics
+from driftway.sdk import DeliveryError, EventProducer, InvalidRecord
+from driftway.settings import KafkaSettings, Settings
+from schemas.events import Prediction
+from tests.integration.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def own_broker_settings(state_dir: Path) -> Settings:
+    return Settings(state_dir=state_dir, kafka=KafkaSettings(
+        bootstrap_servers=f"127.0.0.1:{free_port()}", controller_port=free_port()))
+
+
+def test_second_start_reuses_the_formatted_directory(tmp_path: Path) -> None:
+    settings = own_broker_settings(tmp_path)
+    with LocalBroker(settings) as broker:
+        ensure_topics(settings)
+        meta = (broker.home / "data" / "meta.properties").read_text()
+    with LocalBroker(settings) as broker:
+        assert (broker.home / "data" / "meta.properties").read_text() == meta
+        topics = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers}) \
+            .list_topics(timeout=10).topics
+        assert settings.topic("training") in topics
+        assert len(topics[settings.topic("raw")].partitions) == settings.kafka.partitions
+    assert broker.process is None
+
+
+def test_up_runs_everything_and_sigterm_leaves_no_process(tmp_path: Path) -> None:
+    settings = own_broker_settings(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWAY_")}
+    env |= {"DRIFTWAY_STATE_DIR": str(tmp_path),
+            "DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "DRIFTWAY_KAFKA__CONTROLLER_PORT": str(settings.kafka.controller_port)}
+    up = subprocess.Popen([sys.executable, "-m", "driftway.cli", "up"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")),  # type: ignore[union-attr]
+                     daemon=True).start()
+    try:
+        wait_for(lambda: "".join(lines), lambda out: "Driftway is up" in out or up.poll() is not None,
+                 180, "`driftway up` to start")
+        assert up.poll() is None, "".join(lines)
+        family = psutil.Process(up.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in family)
+        assert "kafka.Kafka" in names and "features" in names and "scoring" in names \
+            and "sink" in names
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(90) == 0, "".join(lines)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    time.sleep(0.5)
+    alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+    assert not (tmp_path / "query.json").exists()
+
+
+def test_up_fails_clearly_when_the_broker_port_is_taken(tmp_path: Path,
+                                                          kafka_broker: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWAY_")}
+    env |= {"DRIFTWAY_STATE_DIR": str(tmp_path), "DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS": kafka_broker}
+    done = subprocess.run([sys.executable, "-m", "driftway.cli", "up"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "already in use" in done.stderr and "DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS" in done.stderr
+
+
+def prediction(i: int) -> bytes:
+    now = time.time()
+    return Prediction(event_id=f"p-{i}", entity_id="u", ts=datetime.now(UTC), model="m",
+                      version="v" * 64, prediction=True, score=0.7, latency_ms=1.0,
+                      received_at=now, predicted_at=now).to_bytes()
+
+
+def run_sink(sink: ClickHouseSink) -> threading.Thread:
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sink_writes_each_record_once_even_when_redelivered(
+    stack_settings: Settings, embedded_settings: Settings
+) -> None:
+    # The sink runs in this process, so it uses the engine this process owns.
+    settings = stack_settings.model_copy(update={"state_dir": embedded_settings.state_dir})
+    ensure_topics(settings)
+    topic = settings.topic("predictions")
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    for i in range(50):
+        producer.produce(topic, key=b"u", value=prediction(i))
+    producer.produce(topic, key=b"u", value=b"garbage")
+    producer.flush(10)
+    client = connect(settings)
+    ensure_schema(client, "driftway")
+
+    def stored() -> tuple[int, int]:
+        rows = client.query(
+            "SELECT (SELECT count() FROM driftway.predictions WHERE _topic = {t:String}), "
+            "(SELECT count() FROM driftway.dead_letters WHERE source_topic = {t:String})",
+            parameters={"t": topic}).result_rows
+        return int(rows[0][0]), int(rows[0][1])
+
+    first = ClickHouseSink(settings, client)
+    thread = run_sink(first)
+    wait_for(stored, lambda c: c == (50, 1), 60, "the first sink to store the batch")
+    first.stop_requested.set()
+    thread.join(30)
+
+    # A sink in a new consumer group has no committed offsets: Kafka redelivers everything.
+    fresh = settings.model_copy(update={"app_id": settings.app_id + "-again"})
+    second = ClickHouseSink(fresh, client)
+    thread = run_sink(second)
+    time.sleep(4)
+    second.stop_requested.set()
+    thread.join(30)
+    assert stored() == (50, 1)  # not even before merges or FINAL: nothing inserted twice
+    letter = client.query("SELECT processor, error, payload FROM driftway.dead_letters "
+                          "WHERE source_topic = {t:String}", parameters={"t": topic}).result_rows
+    assert letter[0][0] == "sink" and "Prediction" in letter[0][1] and letter[0][2] == "garbage"
+    client.close()
+
+
+def test_producer_sdk_refuses_bad_payloads_and_surfaces_delivery_errors(
+    stack_settings: Settings,
+) -> None:
+    settings = stack_settings
+    ensure_topics(settings)
+    producer = EventProducer(settings)
+    with pytest.raises(InvalidRecord, match="entity_id"):
+        producer.send_event({"event_id": "e", "ts": 1, "data": {}})
+    with pytest.raises(InvalidRecord, match="data"):
+        producer.send_event({"event_id": "e", "entity_id": "u", "ts": 1, "data": {"a": [1]}})
+    producer.flush()
+    assert producer.sent == 0
+    low, high = _watermarks(settings, settings.topic("raw"))
+    assert high - low == 0, "an invalid payload reached Kafka"
+
+    # A topic that does not exist (and is not auto-created): delivery fails, and says so.
+    missing = settings.model_copy(update={"topic_prefix": "missing-" + settings.topic_prefix})
+    doomed = EventProducer(missing, **{"message.timeout.ms": 3000})
+    doomed.send_event({"event_id": "e", "entity_id": "u", "ts": 1, "data": {}})
+    with pytest.raises(DeliveryError, match="missing-"):
+        doomed.flush(15)
+
+
+def _watermarks(settings: Settings, topic: str) -> tuple[int, int]:
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
+                         "group.id": "watermarks"})
+
+    def read() -> list[tuple[int, int]] | None:
+        try:
+            return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                    for p in range(settings.kafka.partitions)]
+        except KafkaException:  # leaders of a new topic not elected yet
+            return None
+
+    try:
+        total = wait_for(read, lambda t: t is not None, 30, f"watermarks of {topic}")
+    finally:
+        consumer.close()
+    assert total is not None
+    return sum(lo for lo, _ in total), sum(hi for _, hi in total)
