@@ -17,6 +17,7 @@ Prints a table and writes bench/results/pipeline-<timestamp>.json. See bench/REA
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -291,7 +292,7 @@ def bench_latency(stack: Stack, settings: Settings, data: Events, rate: float,
                         state["duplicates"] += 1
                     else:
                         received[p.event_id] = (now, p.received_at, p.predicted_at, p.latency_ms)
-        except BaseException as exc:  # report it from the main thread
+        except Exception as exc:  # noqa: BLE001 (the main thread reports it)
             state["error"] = exc
 
     thread = threading.Thread(target=consume, name="bench-subscriber", daemon=True)
@@ -588,10 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("features", "scoring", "sink"):
             console.print(f"[bold]--- last lines of {name}.log[/bold]\n{stack.tail(name)}")
         if "peak_memory_mib" not in r:
-            try:
+            with contextlib.suppress(OSError, psutil.Error):
                 r["peak_memory_mib"] = peak_memory(stack)
-            except Exception:
-                pass
         if not isinstance(exc, Exception):
             raise
     finally:
