@@ -1,7 +1,9 @@
 """The subscriber SDK: a typed iterator over a prediction topic.
 
->>> for prediction in PredictionSubscriber(Settings(), group_id="billing"):  # doctest: +SKIP
-...     print(prediction.event_id, prediction.prediction, prediction.version)
+Example (needs a broker)::
+
+    for prediction in PredictionSubscriber(Settings(), group_id="billing"):
+        print(prediction.event_id, prediction.prediction, prediction.version)
 """
 
 from __future__ import annotations

@@ -173,8 +173,9 @@ def up(ctx: click.Context) -> None:
     # Signals during start-up must still stop what has started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     stack = _start_stack(settings)
-    console.print(f"Driftway is up: Kafka {settings.kafka.bootstrap_servers}, ClickHouse "
-                  f"{'embedded in ' + str(settings.state_dir) if settings.embedded_clickhouse else 'server'}"
+    where = (f"embedded in {settings.state_dir}" if settings.embedded_clickhouse
+             else "on the configured server")
+    console.print(f"Driftway is up: Kafka {settings.kafka.bootstrap_servers}, ClickHouse {where}"
                   f"; logs in {stack.log_dir}. Ctrl-C stops it.")
     try:
         _wait_for_signal(check=stack.check)

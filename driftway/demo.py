@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Producer
-from river.datasets import synth
 from rich.console import Console
 from rich.table import Table
+from river.datasets import synth
 
 from driftway.kafka import make_producer
 from driftway.query import query
@@ -97,7 +97,7 @@ def run(settings: Settings, plan: DemoPlan, console: Console,
     with progress:
         t_sent = progress.add_task("events sent", total=plan.events)
         t_pred = progress.add_task("predictions stored", total=plan.events)
-        last_poll = 0.0
+        last_poll = last_line = 0.0
         for i, (event, label) in enumerate(loan_applications(plan)):
             if plan.malformed_every and i % plan.malformed_every == plan.malformed_every - 1:
                 any_client.produce(settings.topic("raw"), key=b"bad",
@@ -118,8 +118,12 @@ def run(settings: Settings, plan: DemoPlan, console: Console,
             if now - last_poll > 0.5:
                 last_poll = now
                 check()
+                stored = counts(settings)["predictions"]
                 progress.update(t_sent, completed=sent)
-                progress.update(t_pred, completed=counts(settings)["predictions"])
+                progress.update(t_pred, completed=stored)
+                if not console.is_terminal and now - last_line > 2:
+                    last_line = now
+                    console.print(f"sent {sent}/{plan.events} events; stored {stored} predictions")
         while pending_labels:
             sdk.send_label(dict(zip(("event_id", "label"), pending_labels.popleft(), strict=True)))
             labels += 1

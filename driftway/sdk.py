@@ -1,10 +1,12 @@
 """The producer SDK: typed, validated events and labels into Driftway.
 
->>> producer = EventProducer(Settings())  # doctest: +SKIP
->>> producer.send_event({"event_id": "e1", "entity_id": "u1", "ts": 1700000000000,
-...                      "data": {"amount": 12.5, "country": "NO"}})  # doctest: +SKIP
->>> producer.send_label({"event_id": "e1", "label": True})  # doctest: +SKIP
->>> producer.flush()  # doctest: +SKIP
+Example (needs a broker)::
+
+    producer = EventProducer(Settings())
+    producer.send_event({"event_id": "e1", "entity_id": "u1", "ts": 1700000000000,
+                         "data": {"amount": 12.5, "country": "NO"}})
+    producer.send_label({"event_id": "e1", "label": True})
+    producer.flush()
 """
 
 from __future__ import annotations

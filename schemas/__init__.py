@@ -1,1 +1,1 @@
-"""Driftway's schemas: wire records (events.py), topic settings (topics.py), ClickHouse DDL (sql/)."""
+"""Driftway's schemas: wire records (events.py), topics (topics.py), ClickHouse DDL (sql/)."""

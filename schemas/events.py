@@ -69,6 +69,17 @@ class RawEvent(Record):
     def _tz(cls, v: datetime) -> datetime:
         return _aware(v)
 
+    @field_validator("data", mode="before")
+    @classmethod
+    def _flat(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for name, value in v.items():
+                if isinstance(value, dict | list):
+                    raise ValueError(
+                        f"data.{name} is {'an object' if isinstance(value, dict) else 'a list'}; "
+                        "data must be flat: numbers, strings, booleans or null")
+        return v
+
 
 class Label(Record):
     """The truth for an earlier event, when it becomes known. Keyed by event id."""

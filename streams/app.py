@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaError, Message
 from faust.streams import _current_event
 from faust.types import EventT
-from confluent_kafka import KafkaError, Message
 
 from driftway.kafka import make_producer
 from driftway.settings import Settings

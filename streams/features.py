@@ -9,8 +9,9 @@ survives a restart, and yields two aggregate features.
 >>> e = RawEvent(event_id="e1", entity_id="u1", ts=1_000, data={"amount": 3, "city": "Oslo",
 ...              "vip": True, "note": None})
 >>> fv, state = featurize(e, None, received_at=5.0)
->>> fv.features
-{'amount': 3.0, 'city=Oslo': 1.0, 'vip': 1.0, 'entity.events': 1.0, 'entity.seconds_since_last': 0.0}
+>>> fv.features  # doctest: +NORMALIZE_WHITESPACE
+{'amount': 3.0, 'city=Oslo': 1.0, 'vip': 1.0,
+ 'entity.events': 1.0, 'entity.seconds_since_last': 0.0}
 >>> state
 {'n': 1, 'last_ts': 1.0}
 """
@@ -34,7 +35,7 @@ EntityState = dict[str, Any]
 
 
 def event_features(data: dict[str, Any]) -> dict[str, float]:
-    """Flat event data → numeric features (strings one-hot, None and non-finite numbers left out)."""
+    """Flat event data → features (strings one-hot; None and non-finite numbers left out)."""
     out: dict[str, float] = {}
     for name, value in data.items():
         if value is None:

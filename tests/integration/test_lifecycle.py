@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from deploy.kafka_local import LocalBroker, free_port
 from driftway.kafka import ensure_topics
 from driftway.sdk import DeliveryError, EventProducer, InvalidRecord
 from driftway.settings import KafkaSettings, Settings
+from driftway.supervisor import settings_env
 from schemas.events import Prediction
 from tests.integration.helpers import wait_for
 
@@ -59,7 +61,8 @@ def test_up_runs_everything_and_sigterm_leaves_no_process(tmp_path: Path) -> Non
     threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")),  # type: ignore[union-attr]
                      daemon=True).start()
     try:
-        wait_for(lambda: "".join(lines), lambda out: "Driftway is up" in out or up.poll() is not None,
+        wait_for(lambda: "".join(lines),
+                 lambda out: "Driftway is up" in out or up.poll() is not None,
                  180, "`driftway up` to start")
         assert up.poll() is None, "".join(lines)
         family = psutil.Process(up.pid).children(recursive=True)
@@ -143,7 +146,7 @@ def test_sink_writes_each_record_once_even_when_redelivered(
 
 
 def test_producer_sdk_refuses_bad_payloads_and_surfaces_delivery_errors(
-    stack_settings: Settings,
+    stack_settings: Settings, tmp_path: Path
 ) -> None:
     settings = stack_settings
     ensure_topics(settings)
@@ -156,6 +159,19 @@ def test_producer_sdk_refuses_bad_payloads_and_surfaces_delivery_errors(
     assert producer.sent == 0
     low, high = _watermarks(settings, settings.topic("raw"))
     assert high - low == 0, "an invalid payload reached Kafka"
+
+    # The CLI: valid lines are sent, invalid ones reported by line number and not sent.
+    lines = [json.dumps({"event_id": f"c{i}", "entity_id": "u", "ts": 1, "data": {"a": i}})
+             for i in range(2)]
+    source = tmp_path / "events.jsonl"
+    source.write_text(f"{lines[0]}\n{{\"event_id\": \"no-entity\"}}\n{lines[1]}\n")
+    done = subprocess.run([sys.executable, "-m", "driftway.cli", "produce", str(source)],
+                          env=settings_env(settings), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "line 2: invalid RawEvent: entity_id" in done.stderr
+    assert "sent 2 events" in done.stderr
+    low, high = _watermarks(settings, settings.topic("raw"))
+    assert high - low == 2
 
     # A topic that does not exist (and is not auto-created): delivery fails, and says so.
     missing = settings.model_copy(update={"topic_prefix": "missing-" + settings.topic_prefix})

@@ -33,8 +33,8 @@ MALFORMED = [
 
 
 def counts(settings: Settings) -> tuple[int, int, int]:
-    row = query(settings, "SELECT (SELECT count() FROM predictions), "
-                          "(SELECT count() FROM dead_letters), (SELECT count() FROM labels)").rows[0]
+    row = query(settings, "SELECT (SELECT count() FROM predictions), (SELECT count() FROM "
+                          "dead_letters), (SELECT count() FROM labels)").rows[0]
     return int(row[0]), int(row[1]), int(row[2])
 
 
