@@ -47,7 +47,10 @@ class PredictionSubscriber:
         last = time.monotonic()
         try:
             while self.idle_timeout is None or time.monotonic() - last < self.idle_timeout:
-                for msg in self._consumer.consume(500, timeout=0.2):
+                first = self._consumer.poll(0.2)  # returns as soon as one record is there
+                if first is None:
+                    continue
+                for msg in [first, *self._consumer.consume(499, timeout=0)]:
                     if msg.error():
                         if msg.error().code() != KafkaError._PARTITION_EOF:
                             log.warning("subscriber: %s", msg.error())

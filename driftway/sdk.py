@@ -105,8 +105,15 @@ class EventProducer:
             errors, self._errors = self._errors, []
             raise DeliveryError(errors)
 
+    def close(self) -> None:
+        """Deliver what is queued (raising DeliveryError on failure) and release the client."""
+        try:
+            self.flush()
+        finally:
+            self._producer = None  # type: ignore[assignment]
+
     def __enter__(self) -> EventProducer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.flush()
+        self.close()

@@ -11,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import weakref
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import faust
 from confluent_kafka import KafkaError, Message
-from faust.streams import _current_event
 from faust.types import EventT
 
 from driftway.kafka import make_producer
@@ -30,11 +27,14 @@ log = logging.getLogger(__name__)
 
 def make_app(settings: Settings, processor: str) -> faust.App:
     """A faust app for one processor; its id is the consumer group and changelog prefix."""
+    datadir = (settings.state_dir / "faust").resolve()
+    datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         f"{settings.app_id}-{processor}",
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         broker_credentials=None,
         store="memory://",
+        datadir=str(datadir),
         web_enabled=False,
         topic_partitions=settings.kafka.partitions,
         topic_replication_factor=settings.kafka.replication_factor,
@@ -58,14 +58,6 @@ async def batches(stream: faust.StreamT, settings: Settings) -> AsyncIterator[Se
     p = settings.processing
     async for events in stream.take_events(p.batch_size, within=p.batch_within):
         yield events
-
-
-def enter_event(event: EventT) -> None:
-    """Make `event` the current one, so table writes go to its partition's changelog.
-
-    faust sets this itself only for one-at-a-time iteration, not inside a taken batch.
-    """
-    _current_event.set(weakref.ref(event))
 
 
 def dead_letter(processor: str, event: EventT, error: str) -> DeadLetter:
@@ -96,11 +88,14 @@ class Emitter:
         if err is not None:
             self._errors.append(str(err))
 
-    def emit(self, topic: str, key: bytes | str | None, value: bytes) -> None:
-        """Queue one record for `topic`."""
+    def emit(self, topic: str, key: bytes | str | None, value: bytes,
+             partition: int | None = None) -> None:
+        """Queue one record for `topic` (the partitioner picks the partition unless given)."""
+        where = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery,
+                                       **where)
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -120,10 +115,3 @@ def run_worker(app: faust.App, settings: Settings) -> None:
     """Run a faust worker in the foreground until SIGTERM or Ctrl-C."""
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
-
-
-def json_default(value: Any) -> Any:
-    """JSON encoder fallback for datetimes."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
