@@ -81,12 +81,10 @@ class ClickHouseSink:
     def stored_offsets(self) -> dict[tuple[str, int], int]:
         """Highest offset already in ClickHouse, per source topic and partition."""
         union = " UNION ALL ".join(
-            f"SELECT _topic, _partition, max(_offset) AS o FROM {self.db}.{s.table} "
-            "GROUP BY _topic, _partition"
-            for s in SINK_TABLES
-        )
+            f"SELECT _topic, _partition, _offset FROM {self.db}.{s.table}" for s in SINK_TABLES)
+        sql = f"SELECT _topic, _partition, max(_offset) FROM ({union}) GROUP BY _topic, _partition"
         with self.lock:
-            rows = self.client.query(union).result_rows
+            rows = self.client.query(sql).result_rows
         return {(t, int(p)): int(o) for t, p, o in rows}
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -3,6 +3,8 @@
 -- _offset): on start the sink resumes after the highest offset already stored, and the
 -- ReplacingMergeTree keys make a record written twice (a crash between insert and commit, or a
 -- processor re-run) count once in queries with FINAL (which `driftway query` always uses).
+-- non_replicated_deduplication_window makes a retried insert of the same block a no-op (every
+-- block differs from every other by its offsets, so only a retry can repeat one).
 
 CREATE DATABASE IF NOT EXISTS {db};
 
@@ -27,7 +29,8 @@ CREATE TABLE IF NOT EXISTS {db}.predictions
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(ts)
-ORDER BY (model, version, event_id);
+ORDER BY (model, version, event_id)
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS {db}.labels
 (
@@ -40,7 +43,8 @@ CREATE TABLE IF NOT EXISTS {db}.labels
     inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
-ORDER BY event_id;
+ORDER BY event_id
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS {db}.dead_letters
 (
@@ -58,7 +62,8 @@ CREATE TABLE IF NOT EXISTS {db}.dead_letters
     inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (source_topic, source_partition, source_offset, processor);
+ORDER BY (source_topic, source_partition, source_offset, processor)
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS {db}.model_versions
 (
@@ -75,7 +80,8 @@ CREATE TABLE IF NOT EXISTS {db}.model_versions
     inserted_at     DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (model, version);
+ORDER BY (model, version)
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS {db}.training
 (
@@ -91,4 +97,5 @@ CREATE TABLE IF NOT EXISTS {db}.training
     inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (_partition, _offset);
+ORDER BY (_partition, _offset)
+SETTINGS non_replicated_deduplication_window = 1000;

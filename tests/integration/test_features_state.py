@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaException
+from confluent_kafka.admin import AdminClient
 
 from driftway.kafka import ensure_topics
 from driftway.sdk import EventProducer
@@ -25,6 +26,16 @@ def start_features(settings: Settings) -> subprocess.Popen[bytes]:
                             env=settings_env(settings),
                             stdout=(settings.state_dir / "features.log").open("ab"),
                             stderr=subprocess.STDOUT)
+
+
+def group_stable(settings: Settings, group: str) -> bool:
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    try:
+        described = admin.describe_consumer_groups(
+            [group], request_timeout=5)[group].result(timeout=10)
+    except (KafkaException, TimeoutError):
+        return False
+    return described.state == ConsumerGroupState.STABLE and bool(described.members)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -57,16 +68,23 @@ def test_entity_aggregates_continue_after_a_restart(stack_settings: Settings) ->
                 producer.send_event({"event_id": f"s{i}", "entity_id": "same-customer",
                                      "ts": 1_000 * (i + 1), "data": {"x": i}})
 
+    # Events are sent once the worker has joined its group. (Sent while a restarted worker was
+    # still starting, one event was seen to wait in faust for over 90 s in a few runs out of ten:
+    # an open finding, see the closing note of the foundation issue.)
+    group = f"{settings.app_id}-features"
     worker = start_features(settings)
     try:
+        wait_for(lambda: group_stable(settings, group), bool, 90, "the worker to join")
         send(range(3))
         wait_for(read, lambda n: n == 3, 90, "three feature vectors")
     finally:
         stop(worker)
     worker = start_features(settings)
     try:
+        wait_for(lambda: group_stable(settings, group), bool, 90, "the restarted worker to join")
         send(range(3, 5))
-        wait_for(read, lambda n: n == 5, 90, "two more feature vectors after the restart")
+        wait_for(read, lambda n: n == 5, 90,
+                 f"two more feature vectors after the restart (have {sorted(seen)})")
     finally:
         stop(worker)
         consumer.close()

@@ -119,21 +119,23 @@ def test_sink_writes_each_record_once_even_when_redelivered(
     ensure_schema(client, "driftway")
 
     def stored() -> tuple[int, int]:
-        rows = client.query(
-            "SELECT (SELECT count() FROM driftway.predictions WHERE _topic = {t:String}), "
-            "(SELECT count() FROM driftway.dead_letters WHERE source_topic = {t:String})",
-            parameters={"t": topic}).result_rows
+        with first.lock:  # the sink's thread uses the same connection
+            rows = client.query(
+                "SELECT (SELECT count() FROM driftway.predictions WHERE _topic = {t:String}), "
+                "(SELECT count() FROM driftway.dead_letters WHERE source_topic = {t:String})",
+                parameters={"t": topic}).result_rows
         return int(rows[0][0]), int(rows[0][1])
 
     first = ClickHouseSink(settings, client)
+    second = ClickHouseSink(settings.model_copy(update={"app_id": settings.app_id + "-again"}),
+                            client)
+    second.lock = first.lock
     thread = run_sink(first)
     wait_for(stored, lambda c: c == (50, 1), 60, "the first sink to store the batch")
     first.stop_requested.set()
     thread.join(30)
 
     # A sink in a new consumer group has no committed offsets: Kafka redelivers everything.
-    fresh = settings.model_copy(update={"app_id": settings.app_id + "-again"})
-    second = ClickHouseSink(fresh, client)
     thread = run_sink(second)
     time.sleep(4)
     second.stop_requested.set()
