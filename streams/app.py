@@ -32,7 +32,6 @@ def make_app(settings: Settings, processor: str) -> faust.App:
     return faust.App(
         f"{settings.app_id}-{processor}",
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
-        broker_credentials=None,
         store="memory://",
         datadir=str(datadir),
         web_enabled=False,
@@ -106,9 +105,6 @@ class Emitter:
         if self._errors:
             errors, self._errors = self._errors, []
             raise RuntimeError(f"{len(errors)} records not delivered: {errors[:3]}")
-
-    def close(self) -> None:
-        self._producer.flush(10)
 
 
 def run_worker(app: faust.App, settings: Settings) -> None:
