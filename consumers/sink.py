@@ -9,7 +9,6 @@ embedded chDB (one owning process), the sink also answers read-only queries on l
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import signal
@@ -17,7 +16,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,24 +37,15 @@ from consumers.clickhouse import (
 )
 from driftway.kafka import client_config
 from driftway.settings import Settings
-from schemas.events import DeadLetter
+from schemas.events import DeadLetter, describe_invalid
 
 log = logging.getLogger(__name__)
 
 
 def message_dead_letter(msg: Message, error: str) -> DeadLetter:
     """A dead letter for a record the sink could not decode."""
-    key = msg.key()
-    return DeadLetter(
-        ts=datetime.now(UTC),
-        processor="sink",
-        source_topic=msg.topic(),
-        source_partition=msg.partition(),
-        source_offset=msg.offset(),
-        key=key.decode(errors="replace") if key is not None else None,
-        error=error[:4000],
-        payload_b64=base64.b64encode(msg.value() or b"").decode(),
-    )
+    return DeadLetter.of("sink", msg.topic(), msg.partition(), msg.offset(), msg.key(),
+                         msg.value(), error)
 
 
 class ClickHouseSink:
@@ -67,6 +56,7 @@ class ClickHouseSink:
         self.client = client
         self.db = settings.clickhouse_database
         self.specs: dict[str, TableSpec] = {settings.topic(s.topic_key): s for s in SINK_TABLES}
+        self.columns = {s.table: [*s.columns, *OFFSET_COLUMNS] for s in SINK_TABLES}
         self.lock = threading.Lock()  # one chDB connection: queries and inserts take turns
         self.stop_requested = threading.Event()
         self.rows_written = 0
@@ -109,8 +99,7 @@ class ClickHouseSink:
             try:
                 record = spec.record.model_validate_json(msg.value() or b"")
             except ValidationError as exc:
-                letter = message_dead_letter(
-                    msg, f"sink: invalid {spec.record.__name__}: {exc.errors()[0]['msg']}")
+                letter = message_dead_letter(msg, f"sink: {describe_invalid(exc)}")
                 rows["dead_letters"].append(dead_letter_row(letter) + coordinates)
                 continue
             rows[spec.table].append(spec.to_row(record) + coordinates)
@@ -119,9 +108,8 @@ class ClickHouseSink:
     def write(self, messages: Sequence[Message]) -> None:
         """Insert one batch, then commit its offsets."""
         rows = self.decode(messages)
-        columns = {s.table: list(s.columns) + list(OFFSET_COLUMNS) for s in SINK_TABLES}
         for table, table_rows in rows.items():
-            self._insert(table, table_rows, columns[table])
+            self._insert(table, table_rows, self.columns[table])
         self.rows_written += sum(len(r) for r in rows.values())
         ends: dict[tuple[str, int], int] = {}
         for msg in messages:

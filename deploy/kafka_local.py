@@ -142,9 +142,8 @@ class LocalBroker:
         data_dir = self.home / "data"
         if (data_dir / "meta.properties").is_file():
             return  # formatted by an earlier start: reuse
-        raw = uuid.uuid4().bytes
-        cluster_id = base64.urlsafe_b64encode(raw).decode().rstrip("=")
-        while cluster_id.startswith("-"):
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # StorageTool would read it as an option
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = self._java_cmd(java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
                              "-c", str(props), "--ignore-formatted")
@@ -194,13 +193,10 @@ class LocalBroker:
             if admin is None and port_in_use(self.port):
                 # Only once the port is open: librdkafka logs every refused connection.
                 admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.port}"})
-            with contextlib.suppress(Exception):
-                md = admin.list_topics(timeout=2) if admin is not None else None
-                if md is None:
-                    time.sleep(0.2)
-                    continue
-                if md.brokers:
-                    return
+            if admin is not None:
+                with contextlib.suppress(Exception):
+                    if admin.list_topics(timeout=2).brokers:
+                        return
             time.sleep(0.2)
         self.stop()
         raise LauncherError(f"the Kafka broker was not ready in {self.ready_timeout:.0f}s; "

@@ -52,27 +52,15 @@ def cli(ctx: click.Context, state_dir: Path | None, bootstrap_servers: str | Non
     overrides: dict[str, Any] = {}
     if state_dir is not None:
         overrides["state_dir"] = state_dir
-    if bootstrap_servers is not None or external_kafka:
-        from driftway.settings import KafkaSettings
-
-        kafka = Settings().kafka.model_dump() if _env_ok() else {}
-        if bootstrap_servers is not None:
-            kafka["bootstrap_servers"] = bootstrap_servers
-        if external_kafka:
-            kafka["local_broker"] = False
-        try:
-            overrides["kafka"] = KafkaSettings(**kafka)
-        except Exception as exc:
-            raise click.ClickException(f"invalid Kafka option: {exc}") from None
+    # Nested values given here are merged with DRIFTWAY_KAFKA__* from the environment.
+    kafka: dict[str, Any] = {}
+    if bootstrap_servers is not None:
+        kafka["bootstrap_servers"] = bootstrap_servers
+    if external_kafka:
+        kafka["local_broker"] = False
+    if kafka:
+        overrides["kafka"] = kafka
     ctx.meta["overrides"] = overrides
-
-
-def _env_ok() -> bool:
-    try:
-        Settings()
-        return True
-    except Exception:
-        return False
 
 
 @cli.command()

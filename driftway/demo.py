@@ -90,6 +90,13 @@ def run(settings: Settings, plan: DemoPlan, console: Console,
     any_client: Producer = make_producer(settings)  # malformed bytes, as any client could send
     pending_labels: deque[tuple[str, bool]] = deque()
     sent = malformed = labels = 0
+
+    def send_oldest_label() -> None:
+        nonlocal labels
+        event_id, label = pending_labels.popleft()
+        sdk.send_label({"event_id": event_id, "label": label})
+        labels += 1
+
     started = time.monotonic()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
         "{task.completed:>7.0f}/{task.total:.0f}"), TimeElapsedColumn(), console=console,
@@ -107,9 +114,7 @@ def run(settings: Settings, plan: DemoPlan, console: Console,
             sent += 1
             pending_labels.append((event["event_id"], label))
             while len(pending_labels) > plan.label_delay:
-                sdk.send_label(dict(zip(("event_id", "label"), pending_labels.popleft(),
-                                        strict=True)))
-                labels += 1
+                send_oldest_label()
             if plan.rate:
                 ahead = sent / plan.rate - (time.monotonic() - started)
                 if ahead > 0:
@@ -125,8 +130,7 @@ def run(settings: Settings, plan: DemoPlan, console: Console,
                     last_line = now
                     console.print(f"sent {sent}/{plan.events} events; stored {stored} predictions")
         while pending_labels:
-            sdk.send_label(dict(zip(("event_id", "label"), pending_labels.popleft(), strict=True)))
-            labels += 1
+            send_oldest_label()
         sdk.flush()
         any_client.flush(30)
         progress.update(t_sent, completed=sent)

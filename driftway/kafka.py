@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftway.settings import Settings
@@ -38,6 +39,19 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 def make_producer(settings: Settings, **extra: Any) -> Producer:
     """A ready idempotent producer."""
     return Producer(producer_config(settings, **extra))
+
+
+def produce(producer: Producer, topic: str, key: bytes | str | None, value: bytes,
+            on_delivery: Callable[[KafkaError | None, Message], None],
+            partition: int | None = None) -> None:
+    """Queue one record; when librdkafka's local queue is full, serve deliveries and retry."""
+    where = {} if partition is None else {"partition": partition}
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, on_delivery=on_delivery, **where)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:

@@ -17,9 +17,9 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 from pydantic import ValidationError
 
-from driftway.kafka import make_producer
+from driftway.kafka import make_producer, produce
 from driftway.settings import Settings
-from schemas.events import Label, RawEvent, Record
+from schemas.events import Label, RawEvent, Record, describe_invalid
 
 
 class InvalidRecord(ValueError):
@@ -43,10 +43,7 @@ def validate(model: type[Record], payload: Record | Mapping[str, Any] | str | by
             return model.model_validate_json(payload)
         return model.model_validate(payload)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(payload)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidRecord(f"invalid {model.__name__}: {problems}") from None
+        raise InvalidRecord(describe_invalid(exc, limit=20)) from None
 
 
 class EventProducer:
@@ -69,13 +66,7 @@ class EventProducer:
 
     def _send(self, topic: str, key: str, record: Record) -> None:
         self._raise_errors()
-        while True:
-            try:
-                self._producer.produce(topic, key=key, value=record.to_bytes(),
-                                       on_delivery=self._delivered)
-                break
-            except BufferError:  # local queue full: let librdkafka deliver some
-                self._producer.poll(0.1)
+        produce(self._producer, topic, key, record.to_bytes(), self._delivered)
         self._producer.poll(0)
         self.sent += 1
 

@@ -12,11 +12,19 @@ any Kafka client in any language can produce and consume.
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 SCHEMA_VERSION = 1
 FEATURE_SET_VERSION = "fs1"
@@ -204,6 +212,21 @@ class DeadLetter(Record):
     error: str
     payload_b64: str = Field(description="The original bytes, base64: replayable as they were.")
 
+    @classmethod
+    def of(cls, processor: str, topic: str, partition: int, offset: int,
+           key: bytes | str | None, value: bytes | None, error: str) -> DeadLetter:
+        """A dead letter for the record at topic/partition/offset, keeping its original bytes."""
+        return cls(
+            ts=datetime.now(UTC),
+            processor=processor,
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=offset,
+            key=key.decode(errors="replace") if isinstance(key, bytes) else key,
+            error=error[:4000],
+            payload_b64=base64.b64encode(value or b"").decode(),
+        )
+
 
 #: Every wire format, by the topic key that carries it.
 TOPIC_RECORDS: dict[str, type[Record]] = {
@@ -218,6 +241,20 @@ TOPIC_RECORDS: dict[str, type[Record]] = {
     "metrics": Metric,
     "dead-letters": DeadLetter,
 }
+
+
+def describe_invalid(exc: ValidationError, limit: int = 5) -> str:
+    """One line naming each bad field of a failed validation.
+
+    >>> try:
+    ...     Label.model_validate({"label": 1})
+    ... except ValidationError as exc:
+    ...     print(describe_invalid(exc))
+    invalid Label: event_id: Field required
+    """
+    parts = [f"{'.'.join(map(str, e['loc'])) or '(message)'}: {e['msg']}"
+             for e in exc.errors()[:limit]]
+    return f"invalid {exc.title}: " + "; ".join(parts)
 
 
 def label_text(value: LabelValue | None) -> str:

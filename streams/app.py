@@ -9,16 +9,14 @@ only commits offsets of acknowledged events, so output is at least once and noth
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 
 import faust
 from confluent_kafka import KafkaError, Message
 from faust.types import EventT
 
-from driftway.kafka import make_producer
+from driftway.kafka import make_producer, produce
 from driftway.settings import Settings
 from schemas.events import DeadLetter
 
@@ -62,18 +60,8 @@ async def batches(stream: faust.StreamT, settings: Settings) -> AsyncIterator[Se
 def dead_letter(processor: str, event: EventT, error: str) -> DeadLetter:
     """A dead letter for an event that failed in a processor, with its original bytes."""
     msg = event.message
-    key = msg.key.decode(errors="replace") if isinstance(msg.key, bytes) else msg.key
-    value = msg.value if isinstance(msg.value, bytes) else str(msg.value).encode()
-    return DeadLetter(
-        ts=datetime.now(UTC),
-        processor=processor,
-        source_topic=msg.topic,
-        source_partition=msg.partition,
-        source_offset=msg.offset,
-        key=key,
-        error=error[:4000],
-        payload_b64=base64.b64encode(value).decode(),
-    )
+    value = msg.value if isinstance(msg.value, bytes | None) else str(msg.value).encode()
+    return DeadLetter.of(processor, msg.topic, msg.partition, msg.offset, msg.key, value, error)
 
 
 class Emitter:
@@ -90,14 +78,7 @@ class Emitter:
     def emit(self, topic: str, key: bytes | str | None, value: bytes,
              partition: int | None = None) -> None:
         """Queue one record for `topic` (the partitioner picks the partition unless given)."""
-        where = {} if partition is None else {"partition": partition}
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery,
-                                       **where)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce(self._producer, topic, key, value, self._on_delivery, partition)
 
     async def flush(self) -> None:
         """Wait for every queued record; raise if any could not be delivered."""

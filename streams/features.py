@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from driftway.settings import Settings
-from schemas.events import FeatureVector, RawEvent
+from schemas.events import FeatureVector, RawEvent, describe_invalid
 from streams.app import Emitter, batches, dead_letter, make_app, raw_topic, run_worker
 
 log = logging.getLogger(__name__)
@@ -80,11 +80,7 @@ def decode_raw(value: bytes | None) -> RawEvent:
 def validation_reason(exc: Exception) -> str:
     """A short, readable reason for a dead letter."""
     if isinstance(exc, ValidationError):
-        parts = []
-        for err in exc.errors()[:5]:
-            where = ".".join(str(p) for p in err["loc"]) or "(message)"
-            parts.append(f"{where}: {err['msg']}")
-        return f"invalid {exc.title}: " + "; ".join(parts)
+        return describe_invalid(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
