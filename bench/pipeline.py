@@ -79,7 +79,7 @@ def bench_river(data: Events, explained: bool) -> dict[str, Any]:
     if explained:  # as the scoring processor serves: transform once, predict, top-3 explanation
         for event, label in data:
             x = event_features(event["data"])
-            pred, _, _ = predict_explained(model, x, top=3)
+            pred = predict_explained(model, x, top=3).prediction
             correct += pred == label
             model.learn_one(x, label)
     else:

@@ -8,27 +8,33 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from pydantic import ConfigDict, TypeAdapter
 
 from driftway.settings import Settings
 from schemas.events import (
     DeadLetter,
+    Deployment,
+    FeedbackOutcome,
     Label,
+    Metric,
     ModelVersion,
     Prediction,
-    Record,
+    PublishRequest,
     TrainingExample,
+    TrainingRecord,
     label_text,
 )
 
 #: Applied to every user query: read-only (a write or DDL is refused by ClickHouse itself), and
-#: FINAL on every table, so a record the sink stored twice is counted once.
+#: FINAL on every table, so a record the sink stored twice is counted once. On chDB a refused write
+#: leaves its connection read-only, so user queries get a connection of their own (see the sink).
 READ_ONLY = {"readonly": 2, "final": 1}
 
 
@@ -137,23 +143,60 @@ def dead_letter_row(d: DeadLetter) -> list[Any]:
 
 
 def model_version_row(v: ModelVersion) -> list[Any]:
-    return [v.model, v.version, v.parent, v.created_at, v.examples_seen, v.feature_set,
-            json.dumps(v.hyperparameters, default=str)]
+    offsets = v.training_offsets
+    return [v.model, v.version, v.parent, v.created_at, v.reason,
+            offsets.topic if offsets else "", offsets.start if offsets else None,
+            offsets.end if offsets else None, v.examples_seen, v.feature_set,
+            json.dumps(v.hyperparameters, default=str), json.dumps(v.metrics),
+            json.dumps(v.libraries), v.artifact_size, v.signature or ""]
 
 
-def training_row(t: TrainingExample) -> list[Any]:
-    return [t.event_id, t.model, t.version, label_text(t.label), label_text(t.served), t.score]
+def training_row(t: TrainingExample | PublishRequest) -> list[Any] | None:
+    """A training example's row; None for a publish request, which is an order, not data."""
+    if isinstance(t, PublishRequest):
+        return None
+    outputs = {version: o.model_dump(mode="json") for version, o in t.outputs.items()}
+    return [t.event_id, t.model, t.version, label_text(t.label), label_text(t.served), t.score,
+            json.dumps(outputs)]
+
+
+def deployment_row(d: Deployment) -> list[Any]:
+    return [d.ts, d.model, d.version, d.champion, d.shadows, d.action, d.previous, d.reason,
+            d.by]
+
+
+def metric_row(m: Metric) -> list[Any]:
+    return [m.ts, m.model, m.version, m.metric, m.value, m.window, m.examples]
+
+
+def feedback_row(f: FeedbackOutcome) -> list[Any]:
+    return [f.ts, f.event_id, f.outcome, f.model, f.version, f.waited_s]
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """How one topic's records land in one table."""
+    """How one topic's records land in one table.
+
+    `record` is what the topic carries: a record class, or a discriminated union of them, named
+    by `union_name` in dead letters; `to_row` returns None for a record that has no row (skipped,
+    not an error).
+    """
 
     topic_key: str
     table: str
-    record: type[Record]
-    to_row: Callable[[Any], list[Any]]
+    record: Any
+    to_row: Callable[[Any], list[Any] | None]
     columns: tuple[str, ...]
+    union_name: str = ""
+    adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        config = None if isinstance(self.record, type) else ConfigDict(title=self.union_name)
+        object.__setattr__(self, "adapter", TypeAdapter(self.record, config=config))
+
+    def decode(self, data: bytes) -> Any:
+        """The record in `data` (raises pydantic's ValidationError)."""
+        return self.adapter.validate_json(data)
 
 
 OFFSET_COLUMNS = ("_topic", "_partition", "_offset")
@@ -167,8 +210,17 @@ SINK_TABLES: tuple[TableSpec, ...] = (
               ("ts", "processor", "source_topic", "source_partition", "source_offset", "key",
                "error", "payload")),
     TableSpec("model-versions", "model_versions", ModelVersion, model_version_row,
-              ("model", "version", "parent", "created_at", "examples_seen", "feature_set",
-               "hyperparameters")),
-    TableSpec("training", "training", TrainingExample, training_row,
-              ("event_id", "model", "version", "label", "served", "score")),
+              ("model", "version", "parent", "created_at", "reason", "training_topic",
+               "training_start", "training_end", "examples_seen", "feature_set",
+               "hyperparameters", "metrics", "libraries", "artifact_size", "signature")),
+    TableSpec("training", "training", TrainingRecord, training_row,
+              ("event_id", "model", "version", "label", "served", "score", "outputs"),
+              union_name="TrainingRecord"),
+    TableSpec("deployments", "deployments", Deployment, deployment_row,
+              ("ts", "model", "version", "champion", "shadows", "action", "previous", "reason",
+               "by")),
+    TableSpec("metrics", "metrics", Metric, metric_row,
+              ("ts", "model", "version", "metric", "value", "window", "examples")),
+    TableSpec("feedback", "feedback", FeedbackOutcome, feedback_row,
+              ("ts", "event_id", "outcome", "model", "version", "waited_s")),
 )

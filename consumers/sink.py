@@ -49,15 +49,21 @@ def message_dead_letter(msg: Message, error: str) -> DeadLetter:
 
 
 class ClickHouseSink:
-    """Consumes the monitored topics and writes each batch with one insert per table."""
+    """Consumes the monitored topics and writes each batch with one insert per table.
 
-    def __init__(self, settings: Settings, client: Client) -> None:
+    `reader` is the connection that answers read-only queries (default: `client`). On chDB, a
+    write refused in read-only mode leaves its connection read-only, so the sink's own inserts
+    must not share a connection with user queries.
+    """
+
+    def __init__(self, settings: Settings, client: Client, reader: Client | None = None) -> None:
         self.settings = settings
         self.client = client
+        self.reader = reader or client
         self.db = settings.clickhouse_database
         self.specs: dict[str, TableSpec] = {settings.topic(s.topic_key): s for s in SINK_TABLES}
         self.columns = {s.table: [*s.columns, *OFFSET_COLUMNS] for s in SINK_TABLES}
-        self.lock = threading.Lock()  # one chDB connection: queries and inserts take turns
+        self.lock = threading.Lock()  # one chDB engine: queries and inserts take turns
         self.stop_requested = threading.Event()
         self.rows_written = 0
         self._consumer = Consumer({
@@ -90,23 +96,26 @@ class ClickHouseSink:
 
         The sink stores its own dead letters directly, under the coordinates of the record that
         failed: resuming from stored offsets then skips that record too, where producing them to
-        the dead-letter topic would repeat them on every redelivery.
+        the dead-letter topic would repeat them on every redelivery. A record its table has no
+        row for (a publish request on the training topic) is skipped; `write` still commits it.
         """
         rows: dict[str, list[list[Any]]] = defaultdict(list)
         for msg in messages:
             spec = self.specs[msg.topic()]
             coordinates = [msg.topic(), msg.partition(), msg.offset()]
             try:
-                record = spec.record.model_validate_json(msg.value() or b"")
+                record = spec.decode(msg.value() or b"")
             except ValidationError as exc:
                 letter = message_dead_letter(msg, f"sink: {describe_invalid(exc)}")
                 rows["dead_letters"].append(dead_letter_row(letter) + coordinates)
                 continue
-            rows[spec.table].append(spec.to_row(record) + coordinates)
+            row = spec.to_row(record)
+            if row is not None:
+                rows[spec.table].append(row + coordinates)
         return rows
 
     def write(self, messages: Sequence[Message]) -> None:
-        """Insert one batch, then commit its offsets."""
+        """Insert one batch, then commit its offsets (skipped records' included)."""
         rows = self.decode(messages)
         for table, table_rows in rows.items():
             self._insert(table, table_rows, self.columns[table])
@@ -158,7 +167,7 @@ class ClickHouseSink:
     def query(self, sql: str) -> QueryResult:
         """A read-only query on this sink's engine."""
         with self.lock:
-            return run_query(self.client, sql, self.db)
+            return run_query(self.reader, sql, self.db)
 
 
 def query_endpoint_file(settings: Settings) -> Path:
@@ -197,7 +206,8 @@ def main(settings: Settings) -> None:
 
     client = connect(settings)
     ensure_schema(client, settings.clickhouse_database)
-    sink = ClickHouseSink(settings, client)
+    reader = connect(settings) if settings.embedded_clickhouse else None
+    sink = ClickHouseSink(settings, client, reader)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sink.stop_requested.set())
     server = None
@@ -212,4 +222,6 @@ def main(settings: Settings) -> None:
         if server is not None:
             server.shutdown()
             endpoint.unlink(missing_ok=True)
+        if reader is not None:
+            reader.close()
         client.close()

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,6 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from driftway.cli_models import models
 from driftway.settings import Settings, SettingsError, load_settings
 
 console = Console()
@@ -91,9 +93,26 @@ def topics(ctx: click.Context) -> None:
     console.print(f"created: {', '.join(created)}" if created else "all topics exist")
 
 
+def fix_hash_seed() -> None:
+    """Run this command again with PYTHONHASHSEED=0, unless it already has it.
+
+    A model version's id is the hash of the model's pickle, which holds sets and dicts whose
+    order follows string hashing: with the seed fixed, equal models get equal ids in every process.
+    Re-executed as `python -m driftway.cli` with the same arguments, which serves the console
+    script and `-m` alike.
+    """
+    if os.environ.get("PYTHONHASHSEED") == "0":
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "driftway.cli", *sys.argv[1:]],
+              {**os.environ, "PYTHONHASHSEED": "0"})
+
+
 @cli.group()
 def worker() -> None:
-    """Run one stream processor (faust worker) in the foreground."""
+    """Run one stream processor (a faust worker) in the foreground."""
+    fix_hash_seed()
 
 
 @worker.command("features")
@@ -109,17 +128,37 @@ def worker_features(ctx: click.Context) -> None:
 @worker.command("scoring")
 @click.pass_context
 def worker_scoring(ctx: click.Context) -> None:
-    """features → predictions, learning online from labels."""
+    """features → predictions, from the deployed model versions."""
     from streams import scoring
 
     sys.argv = [sys.argv[0]]
     scoring.main(settings_of(ctx))
 
 
+@worker.command("feedback")
+@click.pass_context
+def worker_feedback(ctx: click.Context) -> None:
+    """served + labels → training examples, and the feedback outcomes of what found no partner."""
+    from streams import feedback
+
+    sys.argv = [sys.argv[0]]
+    feedback.main(settings_of(ctx))
+
+
+@cli.command()
+@click.pass_context
+def learner(ctx: click.Context) -> None:
+    """Learn from the training topic in its one order; evaluate and publish model versions."""
+    fix_hash_seed()
+    from streams import learner as learner_module
+
+    learner_module.main(settings_of(ctx))
+
+
 @cli.command()
 @click.pass_context
 def sink(ctx: click.Context) -> None:
-    """Write predictions, labels, dead letters and model versions into ClickHouse."""
+    """Write every monitored topic into its ClickHouse table."""
     from consumers import sink as sink_module
     from consumers.clickhouse import EngineBusy
 
@@ -180,18 +219,25 @@ def up(ctx: click.Context) -> None:
               help="Event index of the abrupt concept change [default: half way].")
 @click.option("--label-delay", default=200, show_default=True,
               help="A label is sent this many events after its event.")
-@click.option("--rate", default=4_000, show_default=True, help="Events per second (0: no limit).")
+@click.option("--rate", default=1_000, show_default=True,
+              help="Events per second (0: no limit). The whole loop — features, scoring, "
+              "feedback, learner, sink — shares two cores here and keeps up with ~1,000/s.")
 @click.option("--malformed-every", default=1_000, show_default=True,
               help="Send a malformed event every N events (0: none).")
+@click.option("--publish-every", default=250, show_default=True,
+              help="Labelled examples between two model versions (the demo's "
+              "processing.publish_every), so serving follows learning closely.")
 @click.option("--seed", default=42, show_default=True)
 @click.pass_context
 def demo(ctx: click.Context, events: int, change_at: int | None, label_delay: int, rate: int,
-         malformed_every: int, seed: int) -> None:
+         malformed_every: int, publish_every: int, seed: int) -> None:
     """Run the stack and feed it a loan-application stream with an abrupt concept change."""
     from driftway import demo as demo_module
     from driftway.supervisor import StackError
 
     settings = settings_of(ctx)
+    settings = settings.model_copy(update={"processing": settings.processing.model_copy(
+        update={"publish_every": publish_every})})
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     stack = _start_stack(settings)
     try:
@@ -292,6 +338,9 @@ def schemas_export(out: Path | None) -> None:
 
     for path in write_json_schemas(out):
         console.print(str(path))
+
+
+cli.add_command(models)
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ class DemoPlan:
     events: int = 20_000
     change_at: int = 10_000
     label_delay: int = 200
-    rate: int = 4_000
+    rate: int = 1_000
     malformed_every: int = 1_000
     seed: int = 42
 
@@ -76,9 +76,11 @@ def loan_applications(plan: DemoPlan) -> Iterator[tuple[dict[str, Any], bool]]:
 def counts(settings: Settings) -> dict[str, int]:
     """Rows stored so far in the main monitoring tables."""
     sql = ("SELECT (SELECT count() FROM predictions), (SELECT count() FROM labels), "
-           "(SELECT count() FROM dead_letters), (SELECT count() FROM model_versions)")
-    p, lab, d, v = query(settings, sql).rows[0]
-    return {"predictions": int(p), "labels": int(lab), "dead_letters": int(d), "versions": int(v)}
+           "(SELECT count() FROM dead_letters), (SELECT count() FROM model_versions), "
+           "(SELECT count() FROM training)")
+    p, lab, d, v, t = query(settings, sql).rows[0]
+    return {"predictions": int(p), "labels": int(lab), "dead_letters": int(d), "versions": int(v),
+            "training": int(t)}
 
 
 def run(settings: Settings, plan: DemoPlan, console: Console,
@@ -140,7 +142,7 @@ def run(settings: Settings, plan: DemoPlan, console: Console,
             check()
             c = counts(settings)
             progress.update(t_pred, completed=c["predictions"])
-            if (c["predictions"] >= sent and c["labels"] >= labels
+            if (c["predictions"] >= sent and c["labels"] >= labels and c["training"] >= labels
                     and c["dead_letters"] >= malformed) or time.monotonic() > deadline:
                 break
             time.sleep(0.3)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftway.settings import Settings
@@ -41,7 +41,7 @@ def make_producer(settings: Settings, **extra: Any) -> Producer:
     return Producer(producer_config(settings, **extra))
 
 
-def produce(producer: Producer, topic: str, key: bytes | str | None, value: bytes,
+def produce(producer: Producer, topic: str, key: bytes | str | None, value: bytes | None,
             on_delivery: Callable[[KafkaError | None, Message], None],
             partition: int | None = None) -> None:
     """Queue one record; when librdkafka's local queue is full, serve deliveries and retry."""
@@ -84,3 +84,14 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
                 raise
     log.info("created topics: %s", ", ".join(created))
     return created
+
+
+def group_stable(settings: Settings, group: str) -> bool:
+    """True when a consumer group has members and is not rebalancing."""
+    admin = AdminClient(client_config(settings))
+    try:
+        described = admin.describe_consumer_groups(
+            [group], request_timeout=5)[group].result(timeout=10)
+    except (KafkaException, TimeoutError):
+        return False
+    return described.state == ConsumerGroupState.STABLE and bool(described.members)

@@ -24,12 +24,15 @@ TOPIC_KEYS = (
     "features",
     "predictions",
     "labels",
+    "served",
     "training",
     "model-versions",
+    "model-artifacts",
     "deployments",
     "drift",
     "metrics",
     "dead-letters",
+    "feedback",
 )
 
 
@@ -85,18 +88,44 @@ class ProcessingSettings(BaseModel):
     )
     model: str = Field(
         "logistic_regression",
-        description="Model served by scoring: a name from driftway.models.MODELS.",
+        description="The model the learner trains: a name from driftway.models.MODELS "
+        "(logistic_regression, hoeffding_tree, adaptive_random_forest, linear_regression), an "
+        "import path 'package.module:factory', or a River expression such as "
+        "'preprocessing.StandardScaler() | linear_model.LogisticRegression()'.",
     )
-    model_name: str = Field("default", description="Name of the served model in predictions.")
+    model_name: str = Field(
+        "default", pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name of the served model in predictions, versions and deployments.")
     explain_top: int = Field(3, ge=0, le=50, description="Feature contributions per prediction.")
     publish_every: int = Field(
         1_000, ge=1, description="Learned examples between two published model versions."
     )
-    feedback_window: int = Field(
-        100_000,
-        ge=1,
-        description="Predictions (and early labels) kept waiting for their partner in the "
-        "label join; older ones are counted as expired.",
+    auto_update: bool = Field(
+        True,
+        description="Deploy each newly published version of a deployed line in its place "
+        "(champion or shadow), so serving follows learning. False: versions are only published; "
+        "deploy them with `driftway models deploy`.",
+    )
+    metrics_window: int = Field(
+        1_000, ge=10, description="Sliding window (labelled examples) of prequential metrics."
+    )
+    metrics_every: int = Field(
+        500, ge=1, description="Labelled examples per version between two metric records."
+    )
+    feedback_window_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="How long a served event waits for its label (and an early label for its "
+        "prediction) in the feedback join; later ones are recorded in the feedback table.",
+    )
+    feedback_max_pending: int = Field(
+        1_000_000, ge=1, description="Bound on entries waiting in the feedback join."
+    )
+    artifact_chunk_bytes: int = Field(
+        512 * 1024,
+        ge=1024,
+        le=8 * 1024 * 1024,
+        description="Model artifacts larger than this travel in several Kafka messages.",
     )
 
 
@@ -137,6 +166,13 @@ class Settings(BaseSettings):
     kafka_libs_dir: Path | None = Field(
         None, description="Where the broker's jars live (default: deploy/kafka/libs)."
     )
+    signing_key: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="HMAC-SHA256 key that signs model artifacts (a secret: never printed). "
+        "Default: a random key kept in <state_dir>/signing.key, fine for one machine; set it "
+        "explicitly (same value everywhere) when processes run on several.",
+    )
     log_level: Literal["debug", "info", "warn", "error"] = "warn"
     kafka: KafkaSettings = KafkaSettings()
     processing: ProcessingSettings = ProcessingSettings()
@@ -176,6 +212,27 @@ class Settings(BaseSettings):
     def embedded_clickhouse(self) -> bool:
         """True when ClickHouse is the in-process chDB engine (one owning process)."""
         return self.clickhouse_dsn_resolved.startswith("chdb://")
+
+    @property
+    def signing_key_bytes(self) -> bytes:
+        """The artifact signing key: the configured secret, or this state directory's own."""
+        if self.signing_key is not None:
+            return self.signing_key.get_secret_value().encode()
+        path = self.state_dir / "signing.key"
+        if not path.exists():
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(secrets.token_hex(32))
+            tmp.chmod(0o600)
+            try:
+                os.link(tmp, path)  # atomic: the first writer wins, everyone reads its key
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_text().strip().encode()
 
     @property
     def libs_dir(self) -> Path:

@@ -20,14 +20,20 @@ import psutil
 
 from consumers.sink import query_endpoint_file
 from deploy.kafka_local import LocalBroker
-from driftway.kafka import ensure_topics
+from driftway.kafka import ensure_topics, group_stable
+from driftway.registry import ModelRegistry
 from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: The processors that run as faust apps (their consumer groups are `<app_id>-<name>`).
+FAUST_PROCESSORS = ("features", "scoring", "feedback")
+
 PROCESSES: dict[str, list[str]] = {
     "features": ["worker", "features"],
     "scoring": ["worker", "scoring"],
+    "feedback": ["worker", "feedback"],
+    "learner": ["learner"],
     "sink": ["sink"],
 }
 
@@ -39,9 +45,12 @@ class StackError(RuntimeError):
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that rebuilds exactly these settings in a child process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWAY_")}
+    env["PYTHONHASHSEED"] = "0"  # deterministic pickles: a model's version is its content hash
     data = settings.model_dump(mode="json")
-    if settings.clickhouse_dsn is not None:
-        data["clickhouse_dsn"] = settings.clickhouse_dsn.get_secret_value()
+    for secret in ("clickhouse_dsn", "signing_key"):
+        value = getattr(settings, secret)
+        if value is not None:
+            data[secret] = value.get_secret_value()
     data["state_dir"] = str(settings.state_dir.resolve())
     for name, value in data.items():
         if value is None:
@@ -58,6 +67,7 @@ class Stack:
         self.broker: LocalBroker | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.log_dir = settings.state_dir / "logs"
+        self._env: dict[str, str] = {}
 
     def start(self) -> Stack:
         """Start everything; returns once topics exist and every process runs."""
@@ -66,31 +76,68 @@ class Stack:
                 self.broker = LocalBroker(self.settings).start()
             ensure_topics(self.settings)
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            env = settings_env(self.settings)
+            self._env = settings_env(self.settings)
             query_endpoint_file(self.settings).unlink(missing_ok=True)
-            for name, args in PROCESSES.items():
-                logfile: IO[bytes] = (self.log_dir / f"{name}.log").open("ab")
-                self.children[name] = subprocess.Popen(
-                    [sys.executable, "-m", "driftway.cli", *args],
-                    env=env, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True)
-                logfile.close()
+            for name in PROCESSES:
+                self.spawn(name)
         except BaseException:
             self.stop()
             raise
         return self
 
+    def spawn(self, name: str) -> subprocess.Popen[bytes]:
+        """Start (or start again) one process of the stack, appending to its log."""
+        logfile: IO[bytes] = (self.log_dir / f"{name}.log").open("ab")
+        try:
+            self.children[name] = subprocess.Popen(
+                [sys.executable, "-m", "driftway.cli", *PROCESSES[name]],
+                env=self._env, stdout=logfile, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            logfile.close()
+        return self.children[name]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process and what it started (a crash, for tests and drills)."""
+        proc = self.children[name]
+        _kill_tree(proc.pid)
+        proc.wait()
+        if name == "sink":
+            query_endpoint_file(self.settings).unlink(missing_ok=True)
+
     def wait_until_serving(self, timeout: float = 120.0) -> None:
-        """Wait until the sink has opened ClickHouse (and, if embedded, its query endpoint)."""
+        """Wait until events sent now are processed without a start-up pause: the sink has
+        opened ClickHouse, the learner has deployed a champion, and every faust processor's
+        consumer group is stable (joined, partitions assigned)."""
         deadline = time.monotonic() + timeout
         marker = query_endpoint_file(self.settings)
-        while time.monotonic() < deadline:
-            self.check()
-            if not self.settings.embedded_clickhouse or marker.exists():
-                return
-            time.sleep(0.1)
-        raise StackError(f"the sink did not open ClickHouse in {timeout:.0f}s; "
-                         f"see {self.log_dir / 'sink.log'}")
+        waiting_for = ["the sink", "a deployed champion", *FAUST_PROCESSORS]
+        registry: ModelRegistry | None = None
+        try:
+            while time.monotonic() < deadline:
+                self.check()
+                if waiting_for[0] == "the sink":
+                    if self.settings.embedded_clickhouse and not marker.exists():
+                        time.sleep(0.1)
+                        continue
+                    waiting_for.pop(0)
+                if waiting_for and waiting_for[0] == "a deployed champion":
+                    registry = registry or ModelRegistry(self.settings, name="supervisor")
+                    registry.poll(0.2)
+                    if self.settings.processing.model_name not in registry.deployments:
+                        continue
+                    waiting_for.pop(0)
+                while waiting_for and group_stable(
+                        self.settings, f"{self.settings.app_id}-{waiting_for[0]}"):
+                    waiting_for.pop(0)
+                if not waiting_for:
+                    return
+                time.sleep(0.2)
+        finally:
+            if registry is not None:
+                registry.close()
+        raise StackError(f"still waiting for {waiting_for[0]} after {timeout:.0f}s; see the "
+                         f"logs in {self.log_dir}")
 
     def check(self) -> None:
         """Raise StackError if a process of the stack has exited."""
@@ -111,7 +158,7 @@ class Stack:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop processors, then the sink, then the broker; kill whatever outlives `timeout`."""
-        order = [n for n in ("features", "scoring", "sink") if n in self.children]
+        order = [n for n in PROCESSES if n in self.children]
         for group in (order[:-1], order[-1:]):
             procs = [self.children[n] for n in group]
             for proc in procs:

@@ -21,7 +21,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
 )
@@ -135,42 +137,144 @@ class Prediction(Record):
     predicted_at: float
 
 
-class TrainingExample(Record):
-    """A prediction joined with its label: what the learner learns from, in one total order."""
+class Output(BaseModel):
+    """What one model version answered for one event."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prediction: LabelValue | None
+    score: float | None = None
+    proba: dict[str, float] | None = Field(
+        None, description="Classifiers: probability per class, keyed by the class as text.")
+
+
+class Served(Record):
+    """What scoring served for one event (champion and every shadow), keyed by event id.
+
+    The feedback processor joins it with the event's label; the learner evaluates every version on
+    it. Internal topic: subscribers read predictions.
+    """
 
     event_id: str
+    entity_id: str
+    ts: datetime
     model: str
-    version: str
+    champion: str
+    features: dict[str, float]
+    outputs: dict[str, Output] = Field(description="By version: the champion's and each shadow's.")
+    predicted_at: float
+
+
+class TrainingExample(Record):
+    """A served event joined with its label: what the learner evaluates and learns from."""
+
+    type: Literal["example"] = "example"
+    event_id: str
+    model: str
+    version: str = Field(description="The champion that served the event.")
     features: dict[str, float]
     label: LabelValue
-    served: LabelValue | None
+    served: LabelValue | None = Field(description="The champion's prediction.")
     score: float | None = None
+    outputs: dict[str, Output] = Field(
+        default_factory=dict, description="Every version's answer (champion and shadows).")
+    predicted_at: float | None = None
+    labelled_at: float | None = None
+
+
+class PublishRequest(Record):
+    """Asks the learner to publish a version of `model` now, at this point of the training order.
+
+    It travels on the training topic, so a replay after a crash publishes at the same point.
+    """
+
+    type: Literal["publish"] = "publish"
+    model: str
+    reason: str = "requested"
+    ts: datetime
+
+
+def _training_kind(value: Any) -> str:
+    """The tag of a training record; records without one are examples (schema_version 1)."""
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind or "example"
+
+
+TrainingRecord = Annotated[
+    Annotated[TrainingExample, Tag("example")] | Annotated[PublishRequest, Tag("publish")],
+    Discriminator(_training_kind),
+]
+
+
+class TrainingOffsets(BaseModel):
+    """The training-topic offsets a version learned from since its parent: [start, end)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topic: str
+    partition: int = 0
+    start: int
+    end: int
 
 
 class ModelVersion(Record):
-    """An immutable model version: metadata, lineage and (base64) signed artifact."""
+    """An immutable model version: metadata and lineage. The artifact travels in chunks.
+
+    ``version`` is the SHA-256 of the artifact; ``signature`` its HMAC-SHA256 under the signing key.
+    """
 
     model: str
     version: str
     parent: str | None = None
     created_at: datetime
-    training_offsets: dict[str, int] = Field(default_factory=dict)
+    reason: str = ""
+    training_offsets: TrainingOffsets | None = None
     examples_seen: int = 0
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
     feature_set: str = FEATURE_SET_VERSION
-    artifact_b64: str | None = None
+    libraries: dict[str, str] = Field(default_factory=dict)
+    artifact_size: int = 0
+    artifact_chunks: int = 0
     signature: str | None = None
 
 
+class ArtifactChunk(Record):
+    """One piece of a model version's artifact (keyed ``model@version/index``)."""
+
+    model: str
+    version: str
+    index: int
+    count: int
+    data_b64: str
+
+
+DeployAction = Literal["init", "deploy", "update", "shadow", "unshadow", "promote", "rollback"]
+
+
 class Deployment(Record):
-    """The control plane: which version is champion, which are shadows, and why."""
+    """The control plane: which version is champion, which are shadows, and why (keyed by model)."""
 
     model: str
     champion: str
     shadows: list[str] = Field(default_factory=list)
-    action: str
+    action: DeployAction
+    version: str = Field(description="The version this action is about.")
+    previous: str | None = Field(None, description="The champion before this action.")
     reason: str = ""
+    by: str = "cli"
     ts: datetime
+
+
+class FeedbackOutcome(Record):
+    """A served event or a label that found no partner in time: counted, never silently dropped."""
+
+    ts: datetime
+    event_id: str
+    outcome: Literal["unlabelled", "late_label", "orphan_label", "duplicate_label"]
+    model: str | None = None
+    version: str | None = None
+    waited_s: float = 0.0
 
 
 class DriftEvent(Record):
@@ -234,12 +338,15 @@ TOPIC_RECORDS: dict[str, type[Record]] = {
     "features": FeatureVector,
     "predictions": Prediction,
     "labels": Label,
+    "served": Served,
     "training": TrainingExample,
     "model-versions": ModelVersion,
+    "model-artifacts": ArtifactChunk,
     "deployments": Deployment,
     "drift": DriftEvent,
     "metrics": Metric,
     "dead-letters": DeadLetter,
+    "feedback": FeedbackOutcome,
 }
 
 

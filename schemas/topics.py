@@ -39,12 +39,16 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         ("features", p, delete_7d),
         ("predictions", p, delete_7d),
         ("labels", p, delete_7d),
+        # What scoring served, keyed by event id: co-partitioned with labels for the join.
+        ("served", p, delete_7d),
         # One partition: one total order for the learner.
         ("training", 1, {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}),
-        ("model-versions", 1, {**compact, "max.message.bytes": str(8 * 1024 * 1024)}),
+        ("model-versions", 1, compact),
+        ("model-artifacts", 1, {**compact, "max.message.bytes": str(8 * 1024 * 1024)}),
         ("deployments", 1, compact),
         ("drift", 1, {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}),
         ("metrics", 1, delete_7d),
         ("dead-letters", p, {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}),
+        ("feedback", p, delete_7d),
     ]
     return [TopicSpec(k, settings.topic(k), n, rf, dict(c)) for k, n, c in layout]

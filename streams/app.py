@@ -75,7 +75,7 @@ class Emitter:
         if err is not None:
             self._errors.append(str(err))
 
-    def emit(self, topic: str, key: bytes | str | None, value: bytes,
+    def emit(self, topic: str, key: bytes | str | None, value: bytes | None,
              partition: int | None = None) -> None:
         """Queue one record for `topic` (the partitioner picks the partition unless given)."""
         produce(self._producer, topic, key, value, self._on_delivery, partition)

@@ -1,204 +1,185 @@
-"""scoring: feature vectors → predictions, with labels fed back into an online model.
+"""scoring: feature vectors → predictions, from the deployed champion and every shadow.
 
-The served model is a frozen copy named by the SHA-256 of its pickled form; a live copy learns from
-labelled feedback and becomes the next served version every `publish_every` examples. Every
-prediction names model and version, and carries its serving latency and an explanation.
+Scoring learns nothing itself; it serves what the deployments topic names. A watcher thread
+follows the registry (versions, signed artifacts, deployments), verifies and loads the deployed
+versions off the event loop, and hands the agent a ready ``ServingSet``. The agent picks up the
+current set at the start of each batch, so a swap happens between two events, and every
+prediction names the version that made it. An artifact that fails verification is reported as a
+dead letter and the running set stays.
+
+For each event, scoring writes the prediction (keyed by entity, for subscribers) and what was
+served — features, and every version's output — keyed by event id, for the feedback join.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
+import asyncio
 import logging
-import pickle
+import threading
 import time
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from driftway.models import coerce_label, make_model, predict_explained
+from driftway.artifacts import ArtifactRefused
+from driftway.kafka import make_producer, produce
+from driftway.models import predict_explained
+from driftway.registry import ModelRegistry, RegistryError
 from driftway.settings import Settings
-from schemas.events import (
-    FeatureVector,
-    Label,
-    LabelValue,
-    ModelVersion,
-    Prediction,
-    TrainingExample,
-)
+from schemas.events import DeadLetter, Deployment, FeatureVector, Output, Prediction, Served
 from streams.app import Emitter, batches, dead_letter, make_app, raw_topic, run_worker
 from streams.features import validation_reason
-from streams.feedback import FeedbackJoin
 
 log = logging.getLogger(__name__)
 
 
-def version_id(model: Any) -> str:
-    """A model version's name: the SHA-256 of its pickled form."""
-    return hashlib.sha256(pickle.dumps(model, protocol=5)).hexdigest()
+class ServingSet(NamedTuple):
+    """The loaded models of one deployment: what scoring serves until the next swap."""
+
+    deployment: Deployment
+    champion: tuple[str, Any]
+    shadows: tuple[tuple[str, Any], ...]
 
 
-class Served(NamedTuple):
-    """What was served for one event, kept until its label comes."""
+def score_event(
+    serving: ServingSet, vector: FeatureVector, explain_top: int, started: float
+) -> tuple[Prediction, Served]:
+    """The champion's prediction (explained) and what was served, shadows included."""
+    version, model = serving.champion
+    answer = predict_explained(model, vector.features, explain_top)
+    outputs = {version: Output(prediction=answer.prediction, score=answer.score,
+                               proba=answer.proba)}
+    for shadow_version, shadow in serving.shadows:
+        s = predict_explained(shadow, vector.features, 0)
+        outputs[shadow_version] = Output(prediction=s.prediction, score=s.score, proba=s.proba)
+    now = time.time()
+    model_name = serving.deployment.model
+    prediction = Prediction(
+        event_id=vector.event_id,
+        entity_id=vector.entity_id,
+        ts=vector.ts,
+        model=model_name,
+        version=version,
+        prediction=answer.prediction,
+        score=answer.score,
+        shadow_scores={v: o.score for v, o in outputs.items()
+                       if v != version and o.score is not None},
+        explanation=answer.explanation,
+        latency_ms=(now - started) * 1000.0,
+        received_at=vector.received_at,
+        predicted_at=now,
+    )
+    served = Served(
+        event_id=vector.event_id,
+        entity_id=vector.entity_id,
+        ts=vector.ts,
+        model=model_name,
+        champion=version,
+        features=vector.features,
+        outputs=outputs,
+        predicted_at=now,
+    )
+    return prediction, served
 
-    features: dict[str, float]
-    prediction: LabelValue | None
-    score: float | None
-    version: str
 
+class DeploymentWatcher(threading.Thread):
+    """Follows the registry in a thread; `current` is the serving set to use now."""
 
-class Scorer:
-    """Serves one model, learns from feedback, and publishes versions. No Kafka in here.
-
-    >>> from datetime import datetime, UTC
-    >>> s = Scorer("logistic_regression", "loans", explain_top=2, publish_every=2, window=10)
-    >>> fv = FeatureVector(event_id="e1", entity_id="u", ts=datetime.now(UTC),
-    ...                    features={"x": 1.0}, received_at=0.0)
-    >>> p = s.score(fv, started=time.time())
-    >>> p.version == s.version, p.model
-    (True, 'loans')
-    >>> example, new_version = s.feedback(Label(event_id="e1", label=True))
-    >>> example.label, new_version is None
-    (True, True)
-    >>> s.feedback(Label(event_id="e2", label=False)) is None  # label before its prediction
-    True
-    >>> fv2 = fv.model_copy(update={"event_id": "e2"})
-    >>> _ = s.score(fv2, started=time.time())
-    >>> s.late_join[0].label, s.late_join[1].parent == p.version  # 2nd example: new version
-    (False, True)
-    """
-
-    def __init__(
-        self, model: str, model_name: str, explain_top: int, publish_every: int, window: int
-    ) -> None:
+    def __init__(self, settings: Settings, model_name: str, processor: str = "scoring") -> None:
+        super().__init__(daemon=True, name=f"{processor}-deployments")
+        self.settings = settings
         self.model_name = model_name
-        self.explain_top = explain_top
-        self.publish_every = publish_every
-        self.live = make_model(model)
-        self.hyperparameters = {"factory": model, "repr": repr(self.live)}
-        self.join: FeedbackJoin[Served, LabelValue] = FeedbackJoin(window)
-        self.examples_seen = 0
-        self.version = ""
-        self.served: Any = None
-        self.late_join: tuple[TrainingExample, ModelVersion | None] | None = None
-        self.first_version = self._snapshot(parent=None)
+        self.processor = processor
+        self.current: ServingSet | None = None
+        self.stopping = threading.Event()
+        self.failed: BaseException | None = None
+        self._loaded: dict[str, Any] = {}
+        self._refused: dict[str, str] = {}
+        self._producer = make_producer(settings)
 
-    def _snapshot(self, parent: str | None) -> ModelVersion:
-        self.served = copy.deepcopy(self.live)
-        self.version = version_id(self.served)
-        return ModelVersion(
-            model=self.model_name,
-            version=self.version,
-            parent=parent,
-            created_at=datetime.now(UTC),
-            examples_seen=self.examples_seen,
-            hyperparameters=self.hyperparameters,
-        )
+    def run(self) -> None:
+        try:
+            registry = ModelRegistry(self.settings, name=self.processor)
+            try:
+                registry.catch_up()
+                self._consider(registry)
+                while not self.stopping.is_set():
+                    registry.poll(0.1)
+                    self._consider(registry)
+            finally:
+                registry.close()
+        except BaseException as exc:  # surfaced to the agent, which stops the worker
+            log.exception("deployment watcher failed")
+            self.failed = exc
 
-    def score(self, vector: FeatureVector, started: float) -> Prediction:
-        """The served model's prediction for one feature vector, remembered for feedback.
+    def _consider(self, registry: ModelRegistry) -> None:
+        """Load the wanted deployment if it differs from what is served and all has arrived."""
+        wanted = registry.deployments.get(self.model_name)
+        if wanted is None or (self.current is not None and self.current.deployment == wanted):
+            return
+        versions = [wanted.champion, *wanted.shadows]
+        if any(self._refused.get(v) for v in versions):
+            return  # refused once, reported once: keep serving what runs now
+        try:
+            models = [self._loaded[v] if v in self._loaded else registry.load(v)
+                      for v in versions]
+        except RegistryError:
+            return  # metadata or chunks still on their way: try again after the next poll
+        except ArtifactRefused as refused:
+            self._refused[refused.meta.version] = refused.reason
+            self._report(registry.refusal(self.processor, refused))
+            log.error("%s; still serving %s", refused,
+                      self.current.champion[0][:12] if self.current else "nothing")
+            return
+        self._loaded = dict(zip(versions, models, strict=True))
+        self.current = ServingSet(wanted, (versions[0], models[0]),
+                                  tuple(zip(versions[1:], models[1:], strict=True)))
+        log.info("serving %s with %d shadow(s)", versions[0][:12], len(versions) - 1)
 
-        If the label came first, `late_join` now holds what learning from it produced.
-        """
-        pred, score, why = predict_explained(self.served, vector.features, self.explain_top)
-        now = time.time()
-        served = Served(vector.features, pred, score, self.version)
-        pair = self.join.add_prediction(vector.event_id, served)
-        self.late_join = self._learn(vector.event_id, *pair) if pair is not None else None
-        return Prediction(
-            event_id=vector.event_id,
-            entity_id=vector.entity_id,
-            ts=vector.ts,
-            model=self.model_name,
-            version=self.version,
-            prediction=pred,
-            score=score,
-            explanation=why,
-            latency_ms=(now - started) * 1000.0,
-            received_at=vector.received_at,
-            predicted_at=now,
-        )
+    def _report(self, letter: DeadLetter) -> None:
+        produce(self._producer, self.settings.topic("dead-letters"), letter.source_topic,
+                letter.to_bytes(), lambda err, _msg: err and log.error("dead letter: %s", err))
+        self._producer.flush(10)
 
-    def feedback(self, label: Label) -> tuple[TrainingExample, ModelVersion | None] | None:
-        """Join a label to what was served; learn from the pair; maybe publish a new version.
-
-        Raises ValueError when the label does not fit the model (e.g. "maybe" for a binary one).
-        """
-        y = coerce_label(self.live, label.label)
-        pair = self.join.add_label(label.event_id, y)
-        return self._learn(label.event_id, *pair) if pair is not None else None
-
-    def _learn(
-        self, event_id: str, served: Served, y: LabelValue
-    ) -> tuple[TrainingExample, ModelVersion | None]:
-        self.live.learn_one(served.features, y)
-        self.examples_seen += 1
-        example = TrainingExample(
-            event_id=event_id,
-            model=self.model_name,
-            version=served.version,
-            features=served.features,
-            label=y,
-            served=served.prediction,
-            score=served.score,
-        )
-        new_version = None
-        if self.examples_seen % self.publish_every == 0:
-            new_version = self._snapshot(parent=self.version)
-        return example, new_version
+    async def wait_ready(self) -> ServingSet:
+        """Wait until there is something to serve (the learner deploys the first version)."""
+        while self.current is None:
+            if self.failed is not None:
+                raise RuntimeError("the deployment watcher failed") from self.failed
+            await asyncio.sleep(0.05)
+        return self.current
 
 
 def build(settings: Settings) -> Any:
-    """The scoring faust app: an agent on features, and one on labels feeding the model."""
+    """The scoring faust app: an agent on features serving the deployed versions."""
     app = make_app(settings, "scoring")
     p = settings.processing
-    scorer = Scorer(p.model, p.model_name, p.explain_top, p.publish_every, p.feedback_window)
+    watcher = DeploymentWatcher(settings, p.model_name)
     emitter = Emitter(settings)
-    topics = {k: settings.topic(k) for k in ("predictions", "training", "model-versions",
-                                              "dead-letters")}
-
-    def emit_learned(learned: tuple[TrainingExample, ModelVersion | None] | None) -> None:
-        if learned is None:
-            return
-        example, version = learned
-        emitter.emit(topics["training"], None, example.to_bytes())
-        if version is not None:
-            emitter.emit(topics["model-versions"], f"{version.model}@{version.version}",
-                         version.to_bytes())
+    predictions, served_topic = settings.topic("predictions"), settings.topic("served")
+    dead_letters = settings.topic("dead-letters")
 
     @app.task
-    async def publish_first_version() -> None:
-        v = scorer.first_version
-        emitter.emit(topics["model-versions"], f"{v.model}@{v.version}", v.to_bytes())
-        await emitter.flush()
+    async def follow_deployments() -> None:
+        watcher.start()
 
     @app.agent(raw_topic(app, settings.topic("features")))
     async def scoring(stream: Any) -> None:
+        await watcher.wait_ready()
         async for events in batches(stream, settings):
+            serving = watcher.current  # one set per batch: swaps fall between two events
+            assert serving is not None
             started = time.time()
             for event in events:
                 try:
                     vector = FeatureVector.model_validate_json(event.message.value or b"")
                 except ValidationError as exc:
                     dl = dead_letter("scoring", event, validation_reason(exc))
-                    emitter.emit(topics["dead-letters"], dl.source_topic, dl.to_bytes())
+                    emitter.emit(dead_letters, dl.source_topic, dl.to_bytes())
                     continue
-                prediction = scorer.score(vector, started)
-                emitter.emit(topics["predictions"], vector.entity_id, prediction.to_bytes())
-                emit_learned(scorer.late_join)
-            await emitter.flush()
-
-    @app.agent(raw_topic(app, settings.topic("labels")))
-    async def feedback(stream: Any) -> None:
-        async for events in batches(stream, settings):
-            for event in events:
-                try:
-                    label = Label.model_validate_json(event.message.value or b"")
-                    emit_learned(scorer.feedback(label))
-                except (ValidationError, ValueError) as exc:
-                    dl = dead_letter("feedback", event, validation_reason(exc))
-                    emitter.emit(topics["dead-letters"], dl.source_topic, dl.to_bytes())
+                prediction, served = score_event(serving, vector, p.explain_top, started)
+                emitter.emit(predictions, vector.entity_id, prediction.to_bytes())
+                emitter.emit(served_topic, vector.event_id, served.to_bytes())
             await emitter.flush()
 
     return app

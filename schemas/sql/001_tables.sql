@@ -71,9 +71,17 @@ CREATE TABLE IF NOT EXISTS {db}.model_versions
     version         String,
     parent          Nullable(String),
     created_at      DateTime64(3, 'UTC'),
+    reason          String DEFAULT '' COMMENT 'why it was published',
+    training_topic  String DEFAULT '',
+    training_start  Nullable(UInt64) COMMENT 'first training offset learned since the parent',
+    training_end    Nullable(UInt64) COMMENT 'offset after the last one learned: [start, end)',
     examples_seen   UInt64,
     feature_set     LowCardinality(String),
     hyperparameters String COMMENT 'JSON',
+    metrics         String DEFAULT '{}' COMMENT 'JSON: metric name to value',
+    libraries       String DEFAULT '{}' COMMENT 'JSON: library to version it was pickled with',
+    artifact_size   UInt64 DEFAULT 0,
+    signature       String DEFAULT '' COMMENT 'HMAC-SHA256 of the artifact',
     _topic          LowCardinality(String),
     _partition      UInt32,
     _offset         UInt64,
@@ -83,14 +91,27 @@ ENGINE = ReplacingMergeTree
 ORDER BY (model, version)
 SETTINGS non_replicated_deduplication_window = 1000;
 
+-- A database created before these columns existed gets them in place.
+ALTER TABLE {db}.model_versions
+    ADD COLUMN IF NOT EXISTS reason String DEFAULT '' AFTER created_at,
+    ADD COLUMN IF NOT EXISTS training_topic String DEFAULT '' AFTER reason,
+    ADD COLUMN IF NOT EXISTS training_start Nullable(UInt64) AFTER training_topic,
+    ADD COLUMN IF NOT EXISTS training_end Nullable(UInt64) AFTER training_start,
+    ADD COLUMN IF NOT EXISTS metrics String DEFAULT '{}' AFTER hyperparameters,
+    ADD COLUMN IF NOT EXISTS libraries String DEFAULT '{}' AFTER metrics,
+    ADD COLUMN IF NOT EXISTS artifact_size UInt64 DEFAULT 0 AFTER libraries,
+    ADD COLUMN IF NOT EXISTS signature String DEFAULT '' AFTER artifact_size;
+
+-- Training examples only: the publish requests that share their topic have no row.
 CREATE TABLE IF NOT EXISTS {db}.training
 (
     event_id    String,
     model       LowCardinality(String),
-    version     LowCardinality(String),
+    version     LowCardinality(String) COMMENT 'the champion that served the event',
     label       String,
-    served      String,
+    served      String COMMENT 'the champion prediction',
     score       Nullable(Float64),
+    outputs     String DEFAULT '{}' COMMENT 'JSON: version to {prediction, score, proba}',
     _topic      LowCardinality(String),
     _partition  UInt32,
     _offset     UInt64,
@@ -98,4 +119,64 @@ CREATE TABLE IF NOT EXISTS {db}.training
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (_partition, _offset)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+ALTER TABLE {db}.training ADD COLUMN IF NOT EXISTS outputs String DEFAULT '{}' AFTER score;
+
+-- Every deployment record: the history of champions and shadows, and why each changed.
+CREATE TABLE IF NOT EXISTS {db}.deployments
+(
+    ts          DateTime64(3, 'UTC'),
+    model       LowCardinality(String),
+    version     String COMMENT 'the version the action is about',
+    champion    String,
+    shadows     Array(String),
+    action      LowCardinality(String),
+    previous    Nullable(String) COMMENT 'the champion before the action',
+    reason      String,
+    by          LowCardinality(String),
+    _topic      LowCardinality(String),
+    _partition  UInt32,
+    _offset     UInt64,
+    inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, ts, _offset)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Prequential metrics: one value per version, metric and examples seen, so a replay counts once.
+CREATE TABLE IF NOT EXISTS {db}.metrics
+(
+    ts          DateTime64(3, 'UTC'),
+    model       LowCardinality(String),
+    version     String,
+    metric      LowCardinality(String),
+    value       Float64,
+    window      UInt32 COMMENT 'labelled examples in the sliding window',
+    examples    UInt64 COMMENT 'labelled examples the version had been evaluated on',
+    _topic      LowCardinality(String),
+    _partition  UInt32,
+    _offset     UInt64,
+    inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, version, metric, examples)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Served events and labels that found no partner in time in the feedback join.
+CREATE TABLE IF NOT EXISTS {db}.feedback
+(
+    ts          DateTime64(3, 'UTC'),
+    event_id    String,
+    outcome     LowCardinality(String) COMMENT 'unlabelled, late_label, orphan_label, duplicate_label',
+    model       Nullable(String),
+    version     Nullable(String),
+    waited_s    Float64,
+    _topic      LowCardinality(String),
+    _partition  UInt32,
+    _offset     UInt64,
+    inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (outcome, event_id)
 SETTINGS non_replicated_deduplication_window = 1000;

@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupState, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer
 
-from driftway.kafka import ensure_topics
+from driftway.kafka import ensure_topics, group_stable
 from driftway.sdk import EventProducer
 from driftway.settings import Settings
 from driftway.supervisor import settings_env
@@ -26,16 +25,6 @@ def start_features(settings: Settings) -> subprocess.Popen[bytes]:
                             env=settings_env(settings),
                             stdout=(settings.state_dir / "features.log").open("ab"),
                             stderr=subprocess.STDOUT)
-
-
-def group_stable(settings: Settings, group: str) -> bool:
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
-    try:
-        described = admin.describe_consumer_groups(
-            [group], request_timeout=5)[group].result(timeout=10)
-    except (KafkaException, TimeoutError):
-        return False
-    return described.state == ConsumerGroupState.STABLE and bool(described.members)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -12,9 +12,24 @@ def test_default_topic_names_are_under_the_driftway_prefix() -> None:
     names = [Settings().topic(k) for k in TOPIC_KEYS]
     assert names == [
         "driftway.raw", "driftway.features", "driftway.predictions", "driftway.labels",
-        "driftway.training", "driftway.model-versions", "driftway.deployments",
-        "driftway.drift", "driftway.metrics", "driftway.dead-letters",
+        "driftway.served", "driftway.training", "driftway.model-versions",
+        "driftway.model-artifacts", "driftway.deployments", "driftway.drift",
+        "driftway.metrics", "driftway.dead-letters", "driftway.feedback",
     ]
+
+
+def test_the_signing_key_is_a_secret_and_has_a_per_state_default(tmp_path: Path) -> None:
+    explicit = Settings(signing_key="a-long-enough-secret-key")
+    assert "a-long-enough" not in repr(explicit) and "a-long-enough" not in str(
+        explicit.model_dump())
+    assert explicit.signing_key_bytes == b"a-long-enough-secret-key"
+    local = Settings(state_dir=tmp_path)
+    key = local.signing_key_bytes
+    assert len(key) == 64 and Settings(state_dir=tmp_path).signing_key_bytes == key
+    assert (tmp_path / "signing.key").stat().st_mode & 0o077 == 0  # owner only
+    assert Settings(state_dir=tmp_path / "other").signing_key_bytes != key
+    with pytest.raises(SettingsError, match="DRIFTWAY_SIGNING_KEY"):
+        load_settings(signing_key="short")
 
 
 def test_environment_overrides_nested_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,431 @@
+"""learner: the one ordered consumer of the training topic.
+
+Prequential, in the training topic's total order: for each joined example it first evaluates what
+every version actually served for that event (champion and shadows; sliding-window metrics per
+version to the metrics topic), then each deployed line learns from it. Every ``publish_every``
+examples, on a ``PublishRequest`` in the training order, or when asked by a drift signal, a line
+publishes an immutable, signed version that names its parent and the training offsets it covers,
+and (with ``auto_update``) is deployed in its predecessor's place.
+
+Recovery needs no checkpoint of its own: on start, each deployed line resumes from its latest
+published version and replays the training topic from that version's end offset. Models are
+deterministic functions of the examples they see, so the result equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from pydantic import TypeAdapter, ValidationError
+from river import metrics, utils
+
+from driftway import artifacts
+from driftway.kafka import client_config, make_producer, produce
+from driftway.models import coerce_label, is_classifier, make_model
+from driftway.registry import (
+    ModelRegistry,
+    RegistryError,
+    next_deployment,
+    publish_version,
+    update_deployment,
+    write_deployment,
+)
+from driftway.settings import Settings
+from schemas.events import (
+    DeadLetter,
+    Deployment,
+    LabelValue,
+    Metric,
+    ModelVersion,
+    Output,
+    PublishRequest,
+    TrainingExample,
+    TrainingOffsets,
+    TrainingRecord,
+    label_text,
+)
+from streams.features import validation_reason
+
+log = logging.getLogger(__name__)
+
+TRAINING = TypeAdapter(TrainingRecord)
+
+
+class Evaluation:
+    """Prequential metrics of one version over a sliding window of labelled examples.
+
+    >>> e = Evaluation(window=10)
+    >>> e.update(True, Output(prediction=True, score=0.9, proba={"true": 0.9, "false": 0.1}))
+    >>> e.update(False, Output(prediction=True, score=0.6, proba={"true": 0.6, "false": 0.4}))
+    >>> {k: round(v, 3) for k, v in e.snapshot().items()}
+    {'accuracy': 0.5, 'log_loss': 0.511, 'roc_auc': 1.0}
+    """
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.n = 0
+        self._metrics: dict[str, Any] = {}
+
+    def _metric(self, name: str, kind: type) -> Any:
+        if name not in self._metrics:
+            self._metrics[name] = utils.Rolling(kind, window_size=self.window)
+        return self._metrics[name]
+
+    def update(self, y: LabelValue, output: Output) -> None:
+        """Score one served output against the truth."""
+        self.n += 1
+        if output.prediction is None:
+            return
+        if output.proba is None:  # a regressor
+            y_pred = float(output.prediction)  # type: ignore[arg-type]
+            self._metric("mae", metrics.MAE).update(float(y), y_pred)
+            self._metric("rmse", metrics.RMSE).update(float(y), y_pred)
+            return
+        self._metric("accuracy", metrics.Accuracy).update(
+            label_text(y), label_text(output.prediction))
+        if isinstance(y, bool):
+            p_true = output.proba.get("true", 1.0 - output.proba.get("false", 0.5))
+            proba = {True: p_true, False: 1.0 - p_true}
+            self._metric("log_loss", metrics.LogLoss).update(y, proba)
+            self._metric("roc_auc", metrics.ROCAUC).update(y, proba)
+
+    def snapshot(self) -> dict[str, float]:
+        return {name: float(m.get()) for name, m in self._metrics.items()}
+
+
+@dataclass
+class Line:
+    """A deployed model that keeps learning: its slot in the deployment and its progress."""
+
+    slot: str  # the deployed version this line stands for (its latest version once deployed)
+    head: str  # the version its state descends from (last published or loaded)
+    model: Any
+    start: int  # training offset where learning since `head` began
+    seen: int  # examples learned over the whole lineage
+    since: int = 0  # examples learned since `head`
+
+
+@dataclass
+class Published:
+    """A version a line just published, and the line's slot before it."""
+
+    meta: ModelVersion
+    artifact: bytes
+    replaces: str
+    line: Line | None = None
+
+
+@dataclass
+class StepResult:
+    metrics: list[Metric] = field(default_factory=list)
+    published: list[Published] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)  # reasons this record was refused
+
+
+class Learner:
+    """Evaluation and learning over the training order, without Kafka (the service feeds it)."""
+
+    def __init__(self, settings: Settings, model_name: str | None = None) -> None:
+        p = settings.processing
+        self.model_name = model_name or p.model_name
+        self.spec = p.model
+        self.key = settings.signing_key_bytes
+        self.topic = settings.topic("training")
+        self.publish_every = p.publish_every
+        self.metrics_window = p.metrics_window
+        self.metrics_every = p.metrics_every
+        self.chunk_bytes = p.artifact_chunk_bytes
+        self.template = make_model(self.spec)  # how labels are coerced for this model
+        self.lines: list[Line] = []
+        self.evaluations: dict[str, Evaluation] = {}
+        self.emit_metrics_from = 0  # replayed examples were evaluated before a crash
+
+    def hyperparameters(self, model: Any) -> dict[str, Any]:
+        return {"spec": self.spec, "estimator": repr(model),
+                "kind": "classifier" if is_classifier(model) else "regressor"}
+
+    def first_version(self) -> tuple[ModelVersion, bytes, Any]:
+        """A fresh model from the configured factory: version zero, covering no offsets."""
+        model = make_model(self.spec)
+        meta, artifact = artifacts.build_version(
+            self.model_name, model, self.key, parent=None, reason=f"initial: {self.spec}",
+            training_offsets=TrainingOffsets(topic=self.topic, start=0, end=0),
+            hyperparameters=self.hyperparameters(model), chunk_bytes=self.chunk_bytes)
+        return meta, artifact, pickle.loads(artifact)  # noqa: S301 - see _publish
+
+    def add_line(self, slot: str, meta: ModelVersion, model: Any, start: int) -> Line:
+        line = Line(slot=slot, head=meta.version, model=model, start=start,
+                    seen=meta.examples_seen)
+        self.lines.append(line)
+        return line
+
+    def step(self, offset: int, record: TrainingExample | PublishRequest) -> StepResult:
+        """Evaluate, then learn from one training record at `offset`."""
+        result = StepResult()
+        if record.model != self.model_name:
+            return result
+        if isinstance(record, PublishRequest):
+            for line in self.lines:
+                if offset >= line.start and line.since:
+                    result.published.append(self._publish(line, offset, record.reason))
+            return result
+        try:
+            y = coerce_label(self.template, record.label)
+        except ValueError as exc:
+            result.dead.append(f"learner: {exc}")
+            return result
+        if offset >= self.emit_metrics_from:
+            outputs = record.outputs or {record.version: Output(prediction=record.served,
+                                                               score=record.score)}
+            for version, output in outputs.items():
+                result.metrics += self._evaluate(version, y, output)
+        for line in self.lines:
+            if offset < line.start:
+                continue  # replay: this line's latest version already covers it
+            line.model.learn_one(record.features, y)
+            line.since += 1
+            line.seen += 1
+            if line.since >= self.publish_every:
+                result.published.append(
+                    self._publish(line, offset, f"{self.publish_every} examples"))
+        return result
+
+    def publish_now(self, offset: int, reason: str) -> list[Published]:
+        """Publish every line that learned something (a drift signal, say) at `offset`."""
+        return [self._publish(line, offset, reason) for line in self.lines
+                if offset >= line.start and line.since]
+
+    def _evaluate(self, version: str, y: LabelValue, output: Output) -> list[Metric]:
+        evaluation = self.evaluations.get(version)
+        if evaluation is None:
+            evaluation = self.evaluations[version] = Evaluation(self.metrics_window)
+        evaluation.update(y, output)
+        if evaluation.n % self.metrics_every:
+            return []
+        ts = datetime.now(UTC)
+        return [Metric(ts=ts, model=self.model_name, version=version, metric=name, value=value,
+                       window=min(evaluation.n, self.metrics_window), examples=evaluation.n)
+                for name, value in evaluation.snapshot().items()]
+
+    def _publish(self, line: Line, offset: int, reason: str) -> Published:
+        head_metrics = self.evaluations.get(line.head)
+        meta, artifact = artifacts.build_version(
+            self.model_name, line.model, self.key, parent=line.head, reason=reason,
+            training_offsets=TrainingOffsets(topic=self.topic, start=line.start, end=offset + 1),
+            examples_seen=line.seen, hyperparameters=self.hyperparameters(line.model),
+            metrics=head_metrics.snapshot() if head_metrics else {},
+            chunk_bytes=self.chunk_bytes)
+        published = Published(meta, artifact, replaces=line.slot, line=line)
+        line.head, line.start, line.since = meta.version, offset + 1, 0
+        # Go on from the artifact itself, as a recovering learner would: pickles are not
+        # canonical (object sharing, set layout), so only this keeps later versions byte-equal.
+        line.model = pickle.loads(artifact)  # noqa: S301 - our own bytes
+        self._forget_old_evaluations()
+        return published
+
+    def _forget_old_evaluations(self, keep: int = 64) -> None:
+        """Bound the per-version metric state: versions no line serves any more go first."""
+        live = {v for line in self.lines for v in (line.head, line.slot)}
+        for version in list(self.evaluations):
+            if len(self.evaluations) <= keep:
+                return
+            if version not in live:
+                del self.evaluations[version]
+
+
+class LearnerService:
+    """The learner on Kafka: the training topic in, versions/metrics/deployments out."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.learner = Learner(settings)
+        self.auto_update = settings.processing.auto_update
+        self.stop_requested = threading.Event()
+        self.registry = ModelRegistry(settings, name="learner")
+        self.producer = make_producer(settings)
+        self.deployment: Deployment | None = None
+        self.applied: Deployment | None = None  # the last deployment the lines follow
+        self.position = 0
+        self.topic = settings.topic("training")
+        self._errors: list[str] = []
+        self.consumer = Consumer({
+            **client_config(settings),
+            "group.id": f"{settings.app_id}-learner",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        })
+
+    def emit(self, topic: str, key: str | bytes | None, value: bytes) -> None:
+        produce(self.producer, topic, key, value, self._on_delivery)
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    def flush(self) -> None:
+        self.producer.flush()
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise RuntimeError(f"{len(errors)} records not delivered: {errors[:3]}")
+
+    def recover(self) -> int:
+        """Lines from the deployment (version zero if there is none); the offset to start at."""
+        self.registry.catch_up()
+        name = self.learner.model_name
+        current = self.registry.deployments.get(name)
+        if current is None:
+            meta, artifact, model = self.learner.first_version()
+            publish_version(self.emit, self.settings, meta, artifact)
+            current = next_deployment(None, name, "init", meta.version, by="learner",
+                                      reason=f"first version of {self.learner.spec}")
+            write_deployment(self.emit, self.settings, current)
+            self.flush()
+            self.registry.versions[meta.version] = meta
+            self.learner.add_line(meta.version, meta, model, start=0)
+            self.deployment = current
+            return 0
+        self.deployment = current
+        self._apply_deployment(current, at=None)
+        start = min((line.start for line in self.learner.lines), default=0)
+        self.learner.emit_metrics_from = start
+        return start
+
+    def _lines_for(self, deployment: Deployment, at: int | None) -> None:
+        """Keep the lines still deployed; start one for each newly deployed version.
+
+        At start-up (`at` None) a line resumes from its latest published descendant, at that
+        version's end offset; a version deployed while running starts learning at `at`. All or
+        nothing: if a version cannot be loaded (not arrived: RegistryError; refused:
+        ArtifactRefused), the lines stay as they were.
+        """
+        deployed = [deployment.champion, *deployment.shadows]
+        lines = [line for line in self.learner.lines if line.slot in deployed]
+        resumed: list[tuple[Line, ModelVersion, str]] = []
+        for version in deployed:
+            if any(line.slot == version for line in lines):
+                continue
+            meta = self.registry.versions.get(version)
+            if meta is None:
+                raise RegistryError(f"no version {version[:12]} in the registry yet")
+            if at is None:
+                meta = self.registry.latest_descendant(version)
+            model = self.registry.load(meta.version)
+            offsets = meta.training_offsets
+            start = at if at is not None else (offsets.end if offsets else self.position)
+            line = Line(slot=version, head=meta.version, model=model, start=start,
+                        seen=meta.examples_seen)
+            lines.append(line)
+            resumed.append((line, meta, version))
+        self.learner.lines = lines
+        self.applied = deployment
+        for line, meta, version in resumed:
+            if meta.version != version:  # published before a crash, never deployed
+                self._deploy_update(Published(meta, b"", replaces=version), line)
+            log.info("line %s from %s at offset %d", version[:12], meta.version[:12], line.start)
+
+    def _deploy_update(self, published: Published, line: Line) -> None:
+        if not self.auto_update or self.deployment is None:
+            return
+        updated = update_deployment(self.deployment, published.replaces, published.meta.version,
+                                    f"{published.meta.reason} (auto_update)")
+        if updated is not None:
+            write_deployment(self.emit, self.settings, updated)
+            self.deployment = updated
+            line.slot = published.meta.version
+
+    def handle(self, msg: Message) -> None:
+        offset = msg.offset()
+        try:
+            record = TRAINING.validate_json(msg.value() or b"")
+        except ValidationError as exc:
+            self._dead_letter(msg, validation_reason(exc))
+            return
+        result = self.learner.step(offset, record)
+        self.apply(result, msg)
+
+    def apply(self, result: StepResult, msg: Message | None = None) -> None:
+        for metric in result.metrics:
+            self.emit(self.settings.topic("metrics"), f"{metric.model}@{metric.version}",
+                      metric.to_bytes())
+        for published in result.published:
+            publish_version(self.emit, self.settings, published.meta, published.artifact)
+            self.registry.versions[published.meta.version] = published.meta
+            log.info("published %s (%s)", published.meta.version[:12], published.meta.reason)
+            if published.line is not None:
+                self._deploy_update(published, published.line)
+        for reason in result.dead:
+            if msg is not None:
+                self._dead_letter(msg, reason)
+
+    def _dead_letter(self, msg: Message, reason: str) -> None:
+        letter = DeadLetter.of("learner", msg.topic(), msg.partition(), msg.offset(), msg.key(),
+                               msg.value(), reason)
+        self.emit(self.settings.topic("dead-letters"), letter.source_topic, letter.to_bytes())
+
+    def follow_deployments(self) -> None:
+        """Apply deployments made by others (CLI, policy) between two training records."""
+        self.registry.poll(0)
+        current = self.registry.deployments.get(self.learner.model_name)
+        if current is None or current.by == "learner" or current == self.applied:
+            return
+        self.deployment = current
+        self._apply_deployment(current, at=self.position)
+
+    def _apply_deployment(self, deployment: Deployment, at: int | None) -> None:
+        try:
+            self._lines_for(deployment, at)
+        except RegistryError:
+            if at is None:
+                raise
+            log.info("waiting for the versions of deployment %s to arrive", deployment.version[:12])
+        except artifacts.ArtifactRefused as refused:
+            self.applied = deployment  # reported once; the lines learn on as they were
+            letter = self.registry.refusal("learner", refused)
+            self.emit(self.settings.topic("dead-letters"), letter.source_topic, letter.to_bytes())
+            log.error("%s; the learner goes on with the lines it has", refused)
+
+    def run(self, on_batch: Callable[[], None] | None = None) -> None:
+        self.position = self.recover()
+        self.consumer.assign([TopicPartition(self.topic, 0, self.position)])
+        log.info("learner reading %s from offset %d", self.topic, self.position)
+        try:
+            while not self.stop_requested.is_set():
+                messages = self.consumer.consume(500, timeout=0.2)
+                for msg in messages:
+                    if msg.error() is not None:
+                        if msg.error().code() != KafkaError._PARTITION_EOF:
+                            log.warning("training consumer: %s", msg.error())
+                        continue
+                    self.handle(msg)
+                    self.position = msg.offset() + 1
+                if messages:
+                    self.flush()
+                    self.consumer.commit(
+                        offsets=[TopicPartition(self.topic, 0, self.position)],
+                        asynchronous=True)  # for lag monitoring; recovery uses versions
+                self.follow_deployments()
+                if on_batch is not None:
+                    on_batch()
+            self.flush()
+        finally:
+            self.consumer.close()
+            self.registry.close()
+
+
+def main(settings: Settings) -> None:
+    """Run the learner in the foreground until SIGTERM or Ctrl-C."""
+    if not artifacts.deterministic_hashing():
+        log.warning("PYTHONHASHSEED is not fixed: equal models may pickle differently, so a "
+                    "replayed version could get a new id (run through `driftway learner`)")
+    service = LearnerService(settings)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: service.stop_requested.set())
+    service.run()
