@@ -72,6 +72,9 @@ class ClickHouseSink:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
+            # A crashed sink's partitions go to its successor after 10 s (the default is 45 s).
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 3_000,
         })
 
     def stored_offsets(self) -> dict[tuple[str, int], int]:

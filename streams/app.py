@@ -40,6 +40,9 @@ def make_app(settings: Settings, processor: str) -> faust.App:
         processing_guarantee="at_least_once",
         stream_buffer_maxsize=max(4096, settings.processing.batch_size * 4),
         broker_commit_every=10_000,
+        # A crashed worker's partitions move to the others after 10 s (faust's default is 60 s).
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
         broker_commit_interval=1.0,
         table_cleanup_interval=60.0,
     )

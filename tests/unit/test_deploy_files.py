@@ -169,12 +169,14 @@ def test_driftway_env_values_are_valid_settings(compose, monkeypatch):
     for key in SETTING_NAMES:
         monkeypatch.delenv(key, raising=False)
     for key, value in compose["x-driftway-env"].items():
-        monkeypatch.setenv(key, _INTERPOLATION.sub("secret", str(value)))
+        monkeypatch.setenv(key, _INTERPOLATION.sub("secret-from-the-environment", str(value)))
     settings = Settings()
     assert settings.kafka.bootstrap_servers == "kafka:9092"
     assert settings.kafka.local_broker is False
     assert not settings.embedded_clickhouse
-    assert settings.clickhouse_dsn_resolved == "http://driftway:secret@clickhouse:8123"
+    assert settings.clickhouse_dsn_resolved == (
+        "http://driftway:secret-from-the-environment@clickhouse:8123")
+    assert settings.signing_key is not None
 
 
 def test_driftway_commands_exist_in_the_cli(driftway_services):
