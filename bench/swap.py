@@ -401,7 +401,8 @@ def print_report(r: dict[str, Any]) -> None:
                   f"{f(sb['gap_ms'].get('p50'), 1)}/{f(sb['gap_ms'].get('p95'), 1)}/"
                   f"{f(sb['gap_ms'].get('max'), 1)} ms apart")
     a = r["artifacts"]
-    t.add_row("model artifact", f"{f(a['bytes'][0] / 1024, 1)} KiB",
+    sizes = sorted({f(b / 1024, 1) for b in (min(a["bytes"]), max(a["bytes"]))}, key=len)
+    t.add_row("model artifact", f"{'–'.join(sizes)} KiB",
               f"{p['model']} trained on {p['train_events']} events; sizes "
               f"{', '.join(f(b) for b in a['bytes'])} bytes in {max(a['chunks'])} chunk(s); "
               f"verify + unpickle here {f(statistics.median(a['load_ms']), 2)} ms")

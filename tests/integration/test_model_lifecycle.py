@@ -171,6 +171,33 @@ def test_hot_swap_refused_artifacts_and_the_feedback_loop(stack_settings: Settin
         assert {Prediction.model_validate_json(v).version for _, _, v in after} == {
             v2_meta.version}
 
+        # A shadow: scored beside the champion, never instead of it; both evaluated on the
+        # same labels.
+        with Emitting(settings) as emit:
+            current = next_deployment(None, settings.processing.model_name, "deploy",
+                                      v2_meta.version)
+            write_deployment(emit, settings, next_deployment(
+                current, settings.processing.model_name, "shadow", v0, reason="test shadow"))
+        time.sleep(1.0)
+        shadowed = [event(i, "sh") for i in range(200)]
+        for e in shadowed:
+            sdk.send_event(e)
+        sdk.flush()
+        for e in shadowed:
+            sdk.send_label({"event_id": e["event_id"], "label": True})
+        sdk.flush()
+        rows = wait_for(
+            lambda: query(settings, "SELECT version, mapKeys(shadow_scores) FROM predictions "
+                                    "WHERE event_id LIKE 'sh-%'").rows,
+            lambda r: len(r) == 200, 60, "predictions of the shadowed events")
+        assert {(v, tuple(k)) for v, k in rows} == {(v2_meta.version, (v0,))}
+        evaluated = wait_for(
+            lambda: query(settings, "SELECT DISTINCT version FROM metrics WHERE examples >= 100 "
+                                    "AND metric = 'accuracy'").rows,
+            lambda r: {v for (v,) in r} >= {v0, v2_meta.version}, 60,
+            "metrics of champion and shadow")
+        assert evaluated
+
         # Feedback: the first 1,000 were labelled; a label for an event that never was; the
         # rest wait out the window; then a late label for one of them.
         sdk.send_label({"event_id": "never-served", "label": True})
@@ -184,10 +211,12 @@ def test_hot_swap_refused_artifacts_and_the_feedback_loop(stack_settings: Settin
         wait_for(lambda: query(settings, "SELECT count() FROM feedback "
                                          "WHERE outcome = 'late_label'").rows[0][0],
                  lambda c: c == 1, 60, "the late label")
-        training = query(settings, "SELECT count(), uniqExact(event_id) FROM training").rows[0]
+        training = query(settings, "SELECT count(), uniqExact(event_id) FROM training "
+                                   "WHERE event_id LIKE 'ev-%'").rows[0]
         assert list(training) == [1000, 1000]
-        served = query(settings, "SELECT version, count() FROM training GROUP BY version").rows
-        assert sum(c for _, c in served) == 1000
+        outputs = query(settings, "SELECT DISTINCT arraySort(JSONExtractKeys(outputs)) "
+                                  "FROM training WHERE event_id LIKE 'sh-%'").rows
+        assert outputs == [[sorted([v0, v2_meta.version])]]
         metrics = wait_for(
             lambda: query(settings, "SELECT version, metric, max(examples) FROM metrics "
                                     "GROUP BY version, metric").rows,
@@ -297,3 +326,24 @@ def test_kill_9_of_scoring_and_sink_loses_and_duplicates_nothing(
         assert list(query(settings, "SELECT count(), uniqExact(event_id) FROM predictions")
                     .rows[0]) == [n, n]
         stack.check()
+
+
+def test_artifacts_larger_than_one_message_travel_in_chunks(stack_settings: Settings) -> None:
+    settings = with_processing(stack_settings, artifact_chunk_bytes=4096)
+    ensure_topics(settings)
+    model = make_model("adaptive_random_forest")
+    for i in range(300):
+        model.learn_one({"a": float(i % 7), "b": float(i % 5)}, i % 7 > i % 5)
+    meta, artifact = artifacts.build_version("big", model, settings.signing_key_bytes, None,
+                                             chunk_bytes=settings.processing.artifact_chunk_bytes)
+    assert meta.artifact_chunks == -(-len(artifact) // 4096) > 10
+    with Emitting(settings) as emit:
+        publish_version(emit, settings, meta, artifact)
+    registry = ModelRegistry(settings, name="test")
+    try:
+        registry.catch_up()
+        loaded = registry.load(meta.version)
+    finally:
+        registry.close()
+    probe = [{"a": float(a), "b": float(b)} for a in range(7) for b in range(5)]
+    assert [loaded.predict_one(x) for x in probe] == [model.predict_one(x) for x in probe]
