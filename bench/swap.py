@@ -11,9 +11,10 @@ prediction made by the newly deployed version. A reader thread takes every recor
 predictions topic, which also shows whether each sent event got exactly one prediction across
 the swaps, and whether each partition switched versions in deployment order.
 
-A replica of scoring's DeploymentWatcher runs in this process and times where a swap goes: until
-the watcher's poll returns with the record, then verifying and unpickling the artifact; the rest
-is scoring's batch boundary and the batch itself.
+Where a swap's time goes: a replica of scoring's DeploymentWatcher runs in this process and
+times the wait until its poll returns with the record, and the verifying and unpickling of the
+artifact; the wait for scoring's next batch, which picks up the new version, comes from the batch
+start times the predictions carry (``predicted_at`` minus ``latency_ms``).
 
 Prints a table and writes bench/results/swap-<timestamp>.json. See bench/README.md.
 """
@@ -52,7 +53,7 @@ from driftway.registry import ModelRegistry, next_deployment, publish_version, w
 from driftway.sdk import EventProducer
 from driftway.settings import KafkaSettings, ProcessingSettings, Settings
 from driftway.supervisor import Stack
-from schemas.events import Deployment, ModelVersion, Prediction, RawEvent
+from schemas.events import Deployment, FeatureVector, ModelVersion, Prediction, RawEvent
 from streams.features import featurize
 from streams.scoring import DeploymentWatcher
 
@@ -178,21 +179,27 @@ class Seen(NamedTuple):
 
     @property
     def batch_started_at(self) -> float:
+        """When scoring started the batch that made this prediction."""
         return self.predicted_at - self.latency_ms / 1000
 
 
 class PredictionReader(threading.Thread):
-    """Reads every record of the predictions topic from the beginning (assigned, no group)."""
+    """Reads every record of the predictions topic from the beginning (assigned, no group), and
+    when each event's feature vector was written to the features topic (its record's timestamp),
+    which shows how long scoring's intake kept it waiting."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(name="bench-predictions", daemon=True)
         self.consumer = Consumer({**client_config(settings),
                                   "group.id": f"bench-swap-{uuid.uuid4().hex[:8]}",
                                   "enable.auto.commit": False})
-        topic = settings.topic("predictions")
-        parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        self.predictions, self.features = settings.topic("predictions"), settings.topic("features")
+        meta = self.consumer.list_topics(timeout=10).topics
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                              for topic in (self.predictions, self.features)
+                              for p in meta[topic].partitions])
         self.records: list[Seen] = []
+        self.features_at: dict[str, float] = {}  # event id → when its feature vector was written
         self.ids: set[str] = set()
         self.newest: dict[str, float] = {}  # version → latest predicted_at read so far
         self.stopping = threading.Event()
@@ -205,6 +212,10 @@ class PredictionReader(threading.Thread):
                     if msg.error() is not None:
                         if msg.error().code() != KafkaError._PARTITION_EOF:
                             raise RuntimeError(f"predictions consumer: {msg.error()}")
+                        continue
+                    if msg.topic() == self.features:
+                        vector = FeatureVector.model_validate_json(msg.value() or b"")
+                        self.features_at[vector.event_id] = msg.timestamp()[1] / 1000
                         continue
                     p = Prediction.model_validate_json(msg.value() or b"")
                     self.records.append(Seen(msg.partition(), msg.offset(), p.event_id,
@@ -244,6 +255,8 @@ class TimedWatcher(DeploymentWatcher):
 
 @dataclass
 class Swap:
+    """One deployment the benchmark wrote: which version replaced which, and when."""
+
     index: int
     version: str
     previous: str
@@ -296,7 +309,7 @@ def run_swaps(settings: Settings, versions_: list[str], first: Deployment, swaps
 # analysis
 
 
-def analyse_swaps(swaps: list[Swap], records: list[Seen],
+def analyse_swaps(swaps: list[Swap], records: list[Seen], features_at: dict[str, float],
                   timings: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
     """Per swap: latency, what the old version still served, and the replica's timings.
 
@@ -319,6 +332,9 @@ def analyse_swaps(swaps: list[Swap], records: list[Seen],
             "first_new_batch_started_ms": (first.batch_started_at - s.written_at) * 1000,
             # negative: the event had reached the features processor before the write
             "first_new_event_received_ms": (first.received_at - s.written_at) * 1000,
+            # how long its feature vector had waited in the features topic for scoring
+            "first_new_event_waited_ms": (first.batch_started_at - features_at[first.event_id])
+            * 1000 if first.event_id in features_at else None,
             "old_version_predictions_after_write": len(old),
             "old_version_predictions_after_first_new": sum(t > first.predicted_at for t in old),
         }
@@ -332,18 +348,26 @@ def analyse_swaps(swaps: list[Swap], records: list[Seen],
     return out
 
 
-def scoring_batches(records: list[Seen], start: float, end: float) -> dict[str, Any]:
-    """Scoring's batches that started between two times: how far apart they started, and the
-    mean wait from a random instant until the next one starts (Σgap² / 2Σgap): the part of a
-    swap's latency that is the batch boundary."""
+def scoring_batches(records: list[Seen], features_at: dict[str, float], start: float,
+                    end: float) -> dict[str, Any]:
+    """Scoring's batches that started between two times: how far apart they started; the mean
+    wait from a random instant until the next one starts (Σgap² / 2Σgap), which is the part of a
+    swap's latency that is the batch boundary; and how long their events' feature vectors had
+    waited in the features topic (long waits with scoring idle are intake stalls)."""
+    during = [r for r in records if start <= r.batch_started_at <= end]
     starts: list[float] = []
-    for t in sorted(r.batch_started_at for r in records if start <= r.batch_started_at <= end):
+    for t in sorted(r.batch_started_at for r in during):
         if not starts or t - starts[-1] > 1e-4:  # one batch's events share its start time
             starts.append(t)
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    waited = [(r.batch_started_at - features_at[r.event_id]) * 1000 for r in during
+              if r.event_id in features_at]
     return {"batches": len(starts), "gap_ms": percentiles([g * 1000 for g in gaps]),
             "mean_wait_for_next_ms": sum(g * g for g in gaps) / (2 * sum(gaps)) * 1000
-            if gaps else None}
+            if gaps else None,
+            "features_to_batch_start_ms": percentiles(waited),
+            "events_waiting_over_500_ms": sum(w > 500 for w in waited) / len(waited)
+            if waited else None}
 
 
 def exactly_once(sent: list[str], records: list[Seen], order: list[str]) -> dict[str, Any]:
@@ -371,6 +395,7 @@ def exactly_once(sent: list[str], records: list[Seen], order: list[str]) -> dict
 
 
 def ms3(q: dict[str, float]) -> str:
+    """p50, p95 and max of a percentiles() dict, one a line."""
     return (f"p50 {f(q.get('p50'), 1)} ms\np95 {f(q.get('p95'), 1)} ms\n"
             f"max {f(q.get('max'), 1)} ms")
 
@@ -400,9 +425,15 @@ def print_report(r: dict[str, Any]) -> None:
                   f"{sb['batches']:,} batches during the swaps, p50/p95/max "
                   f"{f(sb['gap_ms'].get('p50'), 1)}/{f(sb['gap_ms'].get('p95'), 1)}/"
                   f"{f(sb['gap_ms'].get('max'), 1)} ms apart")
+    fb = sb["features_to_batch_start_ms"]
+    t.add_row("scoring's intake", ms3(fb),
+              "feature vector written to the features topic → scoring's batch with it "
+              f"starts; {f((sb['events_waiting_over_500_ms'] or 0) * 100, 1)} % of events "
+              "waited over 500 ms. Long waits while scoring is idle stall the swaps too: "
+              "no batch starts, so the new version makes no prediction")
     a = r["artifacts"]
-    sizes = sorted({f(b / 1024, 1) for b in (min(a["bytes"]), max(a["bytes"]))}, key=len)
-    t.add_row("model artifact", f"{'–'.join(sizes)} KiB",
+    low, high = f(min(a["bytes"]) / 1024, 1), f(max(a["bytes"]) / 1024, 1)
+    t.add_row("model artifact", f"{low} KiB" if low == high else f"{low}–{high} KiB",
               f"{p['model']} trained on {p['train_events']} events; sizes "
               f"{', '.join(f(b) for b in a['bytes'])} bytes in {max(a['chunks'])} chunk(s); "
               f"verify + unpickle here {f(statistics.median(a['load_ms']), 2)} ms")
@@ -466,6 +497,94 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def measure(stack: Stack, settings: Settings, args: argparse.Namespace,
+            built: list[tuple[ModelVersion, bytes]], r: dict[str, Any]) -> None:
+    """On the serving stack: publish the versions, stream, swap, and put the figures in r.
+
+    The threads and their Kafka clients end here, before the caller stops the broker.
+    """
+    emit = Emitting(settings)
+    for meta, artifact in built:
+        publish_version(emit, settings, meta, artifact)
+    emit.flush()
+    reader = PredictionReader(settings)
+    watcher = TimedWatcher(settings)
+    sender = Sender(settings, args.rate)
+    threads: list[Sender | PredictionReader | TimedWatcher] = [reader, watcher, sender]
+
+    def check() -> None:
+        stack.check()
+        for thread in threads:
+            if thread.failed is not None:
+                raise RuntimeError(f"{thread.name} failed: {thread.failed!r}")
+
+    try:
+        reader.start()
+        watcher.start()  # it reads the registry to its end (versions included) before serving
+        wait_until(check, lambda: watcher.current is not None, args.timeout,
+                   "the replica watcher")
+        assert watcher.current is not None
+        first = watcher.current.deployment
+
+        console.print(f"streaming at {args.rate:,.0f} ev/s; {args.swaps} swaps "
+                      f"{args.gap:g}s apart after {args.lead:g}s…")
+        sender.start()
+        time.sleep(args.lead)
+        wait_until(check, lambda: first.champion in reader.newest, args.timeout,
+                   "the first predictions")
+        cpu_before, machine_before = cpu_seconds(stack), machine_busy_seconds()
+        t_swaps = time.monotonic()
+        swaps = run_swaps(settings, [meta.version for meta, _ in built], first, args.swaps,
+                          args.gap, check, reader, args.timeout)
+        time.sleep(1.0)  # a little more stream after the last swap
+        wall = time.monotonic() - t_swaps
+        r["cpu"] = cpu_used(cpu_before, cpu_seconds(stack), wall)
+        r["cpu"]["machine_cores_busy"] = (machine_busy_seconds() - machine_before) / wall
+        r["cpu"]["other_cores_busy"] = max(
+            0.0, r["cpu"]["machine_cores_busy"] - r["cpu"]["total_cores_busy"])
+        sender.stopping.set()
+        sender.join(30)
+        check()
+        sent = sender.sent
+        console.print(f"sent {len(sent):,} events; waiting for their predictions…")
+        try:
+            wait_until(check, lambda: len(reader.ids) >= len(sent), args.timeout,
+                       "every sent event's prediction")
+        except TimeoutError as exc:  # the exactly-once figures show what is missing
+            console.print(f"[red]{exc}[/red]")
+        time.sleep(1.5)  # and for any duplicate behind them
+    finally:
+        for thread in threads:
+            thread.stopping.set()
+        for thread in threads:
+            if thread.is_alive():
+                thread.join(10)
+
+    records = reader.records
+    rows = analyse_swaps(swaps, records, reader.features_at, watcher.timings)
+    r["swaps"] = rows
+    r["latency_ms"] = percentiles([row["latency_ms"] for row in rows])
+    replica = [row["replica_watcher"] for row in rows if "replica_watcher" in row]
+    if replica:
+        r["breakdown_ms"] = {name: percentiles([x[f"{name}_ms"] for x in replica])
+                             for name in ("write_to_poll_returned", "load",
+                                          "ready_to_batch_start")}
+    r["first_new_event_received_ms"] = percentiles(
+        [row["first_new_event_received_ms"] for row in rows])
+    r["scoring_batches"] = scoring_batches(records, reader.features_at, swaps[0].written_at,
+                                           swaps[-1].written_at + args.gap)
+    r["exactly_once"] = exactly_once(sent, records,
+                                     [first.champion, *(s.version for s in swaps)])
+    r["old_version"] = {
+        "after_write": percentiles(
+            [float(row["old_version_predictions_after_write"]) for row in rows]),
+        "after_first_new_total": sum(row["old_version_predictions_after_first_new"]
+                                     for row in rows)}
+    r["stream"] = {"sent": len(sent), "seconds": sender.seconds,
+                   "achieved_rate": len(sent) / sender.seconds if sender.seconds else None,
+                   "serving_latency_ms": percentiles([x.latency_ms for x in records])}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
@@ -495,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     r["settings"] = {"partitions": settings.kafka.partitions,
                      "batch_size": settings.processing.batch_size,
                      "batch_within": settings.processing.batch_within,
+                     "explain_top": settings.processing.explain_top,
                      "artifact_chunk_bytes": settings.processing.artifact_chunk_bytes}
 
     console.print(f"training {args.versions} versions of {args.model} on "
@@ -507,7 +627,6 @@ def main(argv: list[str] | None = None) -> int:
                       "load_ms": [load_ms(meta, artifact, key) for meta, artifact in built]}
 
     stack = Stack(settings)
-    threads: list[Sender | PredictionReader | TimedWatcher] = []
     failed = True
     args.out = args.out.resolve()
     cwd = Path.cwd()
@@ -518,79 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         stack.wait_until_serving()
         r["stack_start_seconds"] = time.monotonic() - t
-
-        emit = Emitting(settings)
-        for meta, artifact in built:
-            publish_version(emit, settings, meta, artifact)
-        emit.flush()
-        reader = PredictionReader(settings)
-        watcher = TimedWatcher(settings)
-        sender = Sender(settings, args.rate)
-        threads += [reader, watcher, sender]
-
-        def check() -> None:
-            stack.check()
-            for thread in threads:
-                if thread.failed is not None:
-                    raise RuntimeError(f"{thread.name} failed: {thread.failed!r}")
-
-        reader.start()
-        watcher.start()  # it reads the registry to its end (versions included) before serving
-        wait_until(check, lambda: watcher.current is not None, args.timeout,
-                   "the replica watcher")
-        assert watcher.current is not None
-        first = watcher.current.deployment
-
-        console.print(f"streaming at {args.rate:,.0f} ev/s; {args.swaps} swaps "
-                      f"{args.gap:g}s apart after {args.lead:g}s…")
-        sender.start()
-        time.sleep(args.lead)
-        wait_until(check, lambda: first.champion in reader.newest, args.timeout,
-                   "the first predictions")
-        cpu_before, machine_before = cpu_seconds(stack), machine_busy_seconds()
-        t_swaps = time.monotonic()
-        swaps = run_swaps(settings, [meta.version for meta, _ in built], first, args.swaps,
-                          args.gap, check, reader, args.timeout)
-        time.sleep(1.0)  # a little more stream after the last swap
-        wall = time.monotonic() - t_swaps
-        r["cpu"] = cpu_used(cpu_before, cpu_seconds(stack), wall)
-        r["cpu"]["machine_cores_busy"] = (machine_busy_seconds() - machine_before) / wall
-        r["cpu"]["other_cores_busy"] = max(
-            0.0, r["cpu"]["machine_cores_busy"] - r["cpu"]["total_cores_busy"])
-        sender.stopping.set()
-        sender.join(30)
-        check()
-        sent = sender.sent
-        console.print(f"sent {len(sent):,} events; waiting for their predictions…")
-        wait_until(check, lambda: len(reader.ids) >= len(sent), args.timeout,
-                   "every sent event's prediction")
-        time.sleep(1.5)  # and for any duplicate behind them
-        reader.stopping.set()
-        reader.join(10)
-
-        records = list(reader.records)
-        rows = analyse_swaps(swaps, records, watcher.timings)
-        r["swaps"] = rows
-        r["latency_ms"] = percentiles([row["latency_ms"] for row in rows])
-        replica = [row["replica_watcher"] for row in rows if "replica_watcher" in row]
-        if replica:
-            r["breakdown_ms"] = {name: percentiles([x[f"{name}_ms"] for x in replica])
-                                 for name in ("write_to_poll_returned", "load",
-                                              "ready_to_batch_start")}
-        r["first_new_event_received_ms"] = percentiles(
-            [row["first_new_event_received_ms"] for row in rows])
-        r["scoring_batches"] = scoring_batches(records, swaps[0].written_at,
-                                               swaps[-1].written_at + args.gap)
-        order = [first.champion, *(s.version for s in swaps)]
-        r["exactly_once"] = exactly_once(sent, records, order)
-        r["old_version"] = {
-            "after_write": percentiles(
-                [float(row["old_version_predictions_after_write"]) for row in rows]),
-            "after_first_new_total": sum(row["old_version_predictions_after_first_new"]
-                                         for row in rows)}
-        r["stream"] = {"sent": len(sent), "seconds": sender.seconds,
-                       "achieved_rate": len(sent) / sender.seconds if sender.seconds else None,
-                       "serving_latency_ms": percentiles([x.latency_ms for x in records])}
+        measure(stack, settings, args, built, r)
         failed = not r["exactly_once"]["ok"]
     except BaseException as exc:
         r["error"] = f"{type(exc).__name__}: {exc}"
@@ -600,8 +647,6 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(exc, Exception):
             raise
     finally:
-        for thread in threads:
-            thread.stopping.set()
         t = time.monotonic()
         stack.stop()
         r["stack_stop_seconds"] = time.monotonic() - t

@@ -21,6 +21,7 @@ from driftway.settings import Settings
 from schemas.events import (
     DeadLetter,
     Deployment,
+    DriftEvent,
     FeedbackOutcome,
     Label,
     Metric,
@@ -173,6 +174,11 @@ def feedback_row(f: FeedbackOutcome) -> list[Any]:
     return [f.ts, f.event_id, f.outcome, f.model, f.version, f.waited_s]
 
 
+def drift_row(d: DriftEvent) -> list[Any]:
+    return [d.ts, d.kind, d.detector, d.model, d.version, d.feature, d.statistic, d.threshold,
+            d.p_value, d.event_id, d.source, d.partition, d.offset, d.change_point, d.detail]
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """How one topic's records land in one table.
@@ -223,4 +229,8 @@ SINK_TABLES: tuple[TableSpec, ...] = (
               ("ts", "model", "version", "metric", "value", "window", "examples")),
     TableSpec("feedback", "feedback", FeedbackOutcome, feedback_row,
               ("ts", "event_id", "outcome", "model", "version", "waited_s")),
+    TableSpec("drift", "drift_events", DriftEvent, drift_row,
+              ("ts", "kind", "detector", "model", "version", "feature", "statistic", "threshold",
+               "p_value", "event_id", "source", "source_partition", "source_offset",
+               "change_point", "detail")),
 )

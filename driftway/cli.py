@@ -157,6 +157,15 @@ def learner(ctx: click.Context) -> None:
 
 @cli.command()
 @click.pass_context
+def drift(ctx: click.Context) -> None:
+    """Watch what scoring served for data and prediction drift; write drift events."""
+    from streams import drift as drift_module
+
+    drift_module.main(settings_of(ctx))
+
+
+@cli.command()
+@click.pass_context
 def sink(ctx: click.Context) -> None:
     """Write every monitored topic into its ClickHouse table."""
     from consumers import sink as sink_module

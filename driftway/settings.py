@@ -129,6 +129,64 @@ class ProcessingSettings(BaseModel):
     )
 
 
+class DriftSettings(BaseModel):
+    """Drift detection: data and prediction drift on what scoring served, concept drift on each
+    version's prequential errors (in the learner)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_window: int = Field(
+        1_000, ge=50, description="Reference and current window of the per-feature tests.")
+    data_check_every: int = Field(
+        250, ge=1, description="Events between two rounds of per-feature tests.")
+    numeric_test: Literal["ks", "psi"] = Field(
+        "ks", description="Two-sample test of numeric features: Kolmogorov-Smirnov or PSI.")
+    false_alarms_per_100k: float = Field(
+        1.0, gt=0, description="False-alarm budget of data and prediction drift: expected "
+        "false alarms per 100,000 events over all features together.")
+    concept_detector: str = Field(
+        "adwin", description="River detector on each version's error stream: adwin, kswin, "
+        "page_hinkley, ddm, eddm, hddm_a, hddm_w.")
+    concept_params: dict[str, float | int] = Field(
+        default_factory=dict, description="Parameters of the concept detector (River's names), "
+        'e.g. {"delta": 0.002}.')
+    concept_warmup: int = Field(
+        200, ge=0, description="Labels a version must have before its detector may alarm.")
+    concept_cooldown: int = Field(
+        1_000, ge=0, description="Labels after an alarm before the same detector alarms again.")
+    per_model: dict[str, dict[str, float | int | str | dict[str, float | int]]] = Field(
+        default_factory=dict,
+        description="Overrides of these settings by model name, e.g. "
+        '{"fraud": {"concept_detector": "ddm", "false_alarms_per_100k": 0.5}}.')
+
+    def for_model(self, model: str) -> DriftSettings:
+        """These settings with the overrides for `model` applied."""
+        override = self.per_model.get(model)
+        return self.model_copy(update=override) if override else self
+
+
+class PolicySettings(BaseModel):
+    """What the learner does about concept drift on a champion."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(True, description="Start challengers, promote and roll back.")
+    challenger: Literal["change_point", "fresh"] = Field(
+        "change_point", description="A challenger is a fresh model trained on the examples "
+        "since the estimated change point (change_point), or a fresh model alone (fresh).")
+    challenger_buffer: int = Field(
+        5_000, ge=0, description="Recent labelled examples kept to train a challenger from the "
+        "change point.")
+    alpha: float = Field(
+        0.01, gt=0, lt=0.5, description="Error rate of promotion and of rollback: the chance "
+        "that a challenger no better than the champion is promoted (or a promoted version no "
+        "worse than its predecessor rolled back), over all looks.")
+    min_labels: int = Field(
+        500, ge=10, description="Paired labels per look of the promotion / rollback test.")
+    max_looks: int = Field(
+        8, ge=1, description="Looks before a challenger is dropped or a predecessor retired.")
+
+
 class SinkSettings(BaseModel):
     """The ClickHouse sink."""
 
@@ -176,6 +234,8 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warn", "error"] = "warn"
     kafka: KafkaSettings = KafkaSettings()
     processing: ProcessingSettings = ProcessingSettings()
+    drift: DriftSettings = DriftSettings()
+    policy: PolicySettings = PolicySettings()
     sink: SinkSettings = SinkSettings()
 
     @field_validator("topic_prefix")

@@ -34,6 +34,7 @@ PROCESSES: dict[str, list[str]] = {
     "scoring": ["worker", "scoring"],
     "feedback": ["worker", "feedback"],
     "learner": ["learner"],
+    "drift": ["drift"],
     "sink": ["sink"],
 }
 

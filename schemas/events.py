@@ -278,7 +278,12 @@ class FeedbackOutcome(Record):
 
 
 class DriftEvent(Record):
-    """A detected change: which detector saw what, where."""
+    """A detected change: which detector saw what, where, and since when.
+
+    ``offset`` is the position of the record at detection in ``source`` (the served topic for data
+    and prediction drift, the training topic for concept drift); ``change_point`` the estimated
+    offset where the change began.
+    """
 
     ts: datetime
     kind: Literal["data", "prediction", "concept"]
@@ -288,8 +293,13 @@ class DriftEvent(Record):
     feature: str | None = None
     statistic: float
     threshold: float
+    p_value: float | None = None
     event_id: str | None = None
+    source: str | None = None
+    partition: int | None = None
     offset: int | None = None
+    change_point: int | None = None
+    detail: str = ""
 
 
 class Metric(Record):

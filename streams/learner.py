@@ -15,9 +15,11 @@ deterministic functions of the examples they see, so the result equals an uninte
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 from river import metrics, utils
 
 from driftway import artifacts
+from driftway.drift import ConceptDriftDetector
 from driftway.kafka import client_config, make_producer, produce
 from driftway.models import coerce_label, is_classifier, make_model
 from driftway.registry import (
@@ -42,6 +45,7 @@ from driftway.settings import Settings
 from schemas.events import (
     DeadLetter,
     Deployment,
+    DriftEvent,
     LabelValue,
     Metric,
     ModelVersion,
@@ -53,6 +57,7 @@ from schemas.events import (
     label_text,
 )
 from streams.features import validation_reason
+from streams.policy import Decision, Policy
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +110,17 @@ class Evaluation:
 class Line:
     """A deployed model that keeps learning: its slot in the deployment and its progress."""
 
+    id: int
     slot: str  # the deployed version this line stands for (its latest version once deployed)
     head: str  # the version its state descends from (last published or loaded)
     model: Any
     start: int  # training offset where learning since `head` began
     seen: int  # examples learned over the whole lineage
     since: int = 0  # examples learned since `head`
+    versions: set[str] = field(default_factory=set)  # every version it has served as
+    detector: ConceptDriftDetector | None = None
+    offsets: deque[int] = field(default_factory=lambda: deque(maxlen=8192))
+    errors: deque[float] = field(default_factory=lambda: deque(maxlen=8192))
 
 
 @dataclass
@@ -127,11 +137,13 @@ class Published:
 class StepResult:
     metrics: list[Metric] = field(default_factory=list)
     published: list[Published] = field(default_factory=list)
+    deployments: list[Deployment] = field(default_factory=list)
+    drift: list[DriftEvent] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)  # reasons this record was refused
 
 
 class Learner:
-    """Evaluation and learning over the training order, without Kafka (the service feeds it)."""
+    """Evaluation, drift, policy and learning over the training order, without Kafka."""
 
     def __init__(self, settings: Settings, model_name: str | None = None) -> None:
         p = settings.processing
@@ -143,10 +155,22 @@ class Learner:
         self.metrics_window = p.metrics_window
         self.metrics_every = p.metrics_every
         self.chunk_bytes = p.artifact_chunk_bytes
+        self.auto_update = p.auto_update
+        self.drift = settings.drift.for_model(self.model_name)
+        self.policy_settings = settings.policy
+        self.policy = Policy(settings.policy.alpha, settings.policy.min_labels,
+                             settings.policy.max_looks)
         self.template = make_model(self.spec)  # how labels are coerced for this model
+        self.classifier = is_classifier(self.template)
         self.lines: list[Line] = []
+        self.deployment: Deployment | None = None
         self.evaluations: dict[str, Evaluation] = {}
         self.emit_metrics_from = 0  # replayed examples were evaluated before a crash
+        self.recent: deque[tuple[int, dict[str, float], LabelValue]] = deque(
+            maxlen=settings.policy.challenger_buffer)
+        self._line_ids = 0
+
+    # -- lines and versions ------------------------------------------------------------------
 
     def hyperparameters(self, model: Any) -> dict[str, Any]:
         return {"spec": self.spec, "estimator": repr(model),
@@ -161,21 +185,50 @@ class Learner:
             hyperparameters=self.hyperparameters(model), chunk_bytes=self.chunk_bytes)
         return meta, artifact, pickle.loads(artifact)  # noqa: S301 - see _publish
 
+    def bootstrap(self) -> tuple[ModelVersion, bytes, Deployment]:
+        """Version zero as the first champion: what a learner with no deployment starts from."""
+        meta, artifact, model = self.first_version()
+        self.add_line(meta.version, meta, model, start=0)
+        self.deployment = next_deployment(None, self.model_name, "init", meta.version,
+                                          by="learner", reason=f"first version of {self.spec}")
+        return meta, artifact, self.deployment
+
     def add_line(self, slot: str, meta: ModelVersion, model: Any, start: int) -> Line:
-        line = Line(slot=slot, head=meta.version, model=model, start=start,
-                    seen=meta.examples_seen)
+        self._line_ids += 1
+        line = Line(id=self._line_ids, slot=slot, head=meta.version, model=model, start=start,
+                    seen=meta.examples_seen, versions={slot, meta.version},
+                    detector=self._detector())
         self.lines.append(line)
         return line
 
+    def _detector(self) -> ConceptDriftDetector:
+        d = self.drift
+        return ConceptDriftDetector(d.concept_detector, dict(d.concept_params),
+                                    cooldown=d.concept_cooldown, warmup=d.concept_warmup)
+
+    def follow(self, deployment: Deployment) -> None:
+        """Someone else (a person, the CLI) changed the deployment: the policy steps aside."""
+        self.deployment = deployment
+        self.policy.reset()
+
+    def line_of(self, version: str) -> Line | None:
+        return next((line for line in self.lines if version in line.versions), None)
+
+    @property
+    def champion(self) -> Line | None:
+        if self.deployment is None:
+            return None
+        return next((ln for ln in self.lines if ln.slot == self.deployment.champion), None)
+
+    # -- the step -----------------------------------------------------------------------------
+
     def step(self, offset: int, record: TrainingExample | PublishRequest) -> StepResult:
-        """Evaluate, then learn from one training record at `offset`."""
+        """Evaluate, watch for drift, apply the policy, then learn from one training record."""
         result = StepResult()
         if record.model != self.model_name:
             return result
         if isinstance(record, PublishRequest):
-            for line in self.lines:
-                if offset >= line.start and line.since:
-                    result.published.append(self._publish(line, offset, record.reason))
+            self._publish_all(offset, record.reason, result)
             return result
         try:
             y = coerce_label(self.template, record.label)
@@ -185,23 +238,151 @@ class Learner:
         if offset >= self.emit_metrics_from:
             outputs = record.outputs or {record.version: Output(prediction=record.served,
                                                                score=record.score)}
+            losses: dict[int, float] = {}
             for version, output in outputs.items():
                 result.metrics += self._evaluate(version, y, output)
-        for line in self.lines:
+                line = self.line_of(version)
+                if line is not None and offset >= line.start:
+                    losses[line.id] = self._loss(y, output)
+                    self._watch(line, version, offset, record, y, output, result)
+            if self.policy_settings.enabled:
+                decision = self.policy.observe(losses)
+                if decision is not None:
+                    self._decide(decision, offset, result)
+        self.recent.append((offset, record.features, y))
+        for line in list(self.lines):
             if offset < line.start:
                 continue  # replay: this line's latest version already covers it
             line.model.learn_one(record.features, y)
             line.since += 1
             line.seen += 1
             if line.since >= self.publish_every:
-                result.published.append(
-                    self._publish(line, offset, f"{self.publish_every} examples"))
+                self._publish_line(line, offset, f"{self.publish_every} examples", result)
         return result
 
-    def publish_now(self, offset: int, reason: str) -> list[Published]:
-        """Publish every line that learned something (a drift signal, say) at `offset`."""
-        return [self._publish(line, offset, reason) for line in self.lines
-                if offset >= line.start and line.since]
+    def _loss(self, y: LabelValue, output: Output) -> float:
+        """Log loss of the served probability (0/1 error without one); squared error."""
+        if not self.classifier:
+            return (float(y) - float(output.prediction or 0.0)) ** 2  # type: ignore[arg-type]
+        if output.proba:
+            p = output.proba.get(label_text(y), 0.0)
+            return -math.log(min(max(p, 1e-15), 1.0))
+        return float(output.prediction != y)
+
+    def _watch(self, line: Line, version: str, offset: int, record: TrainingExample,
+               y: LabelValue, output: Output, result: StepResult) -> None:
+        """Concept drift on the line's error stream; on the champion, publish and challenge."""
+        assert line.detector is not None
+        error = (float(output.prediction != y) if self.classifier
+                 else self._loss(y, output))
+        line.offsets.append(offset)
+        line.errors.append(error)
+        alarm = line.detector.update(error)
+        if alarm is None:
+            return
+        back = min(len(line.offsets), line.detector.n - alarm.change_point + 1)
+        change_offset = line.offsets[-back] if back > 0 else offset
+        errors = list(line.errors)
+        after, before = errors[-back:] if back > 0 else errors[-1:], errors[:-back][-back:]
+        if before and sum(after) / len(after) <= sum(before) / len(before):
+            return  # the errors fell: the model got better (it is still learning), not drift
+        is_champion = line is self.champion
+        result.drift.append(DriftEvent(
+            ts=datetime.now(UTC), kind="concept", detector=alarm.detector,
+            model=self.model_name, version=version, statistic=alarm.statistic,
+            threshold=alarm.threshold, p_value=alarm.p_value, event_id=record.event_id,
+            source=self.topic, partition=0, offset=offset, change_point=change_offset,
+            detail=f"{'champion' if is_champion else 'shadow'} error stream"))
+        if not is_champion:
+            return
+        self._publish_line(line, offset, f"drift: {alarm.detector} at offset {offset}", result)
+        if self.policy_settings.enabled and self.policy.on_champion_drift(offset):
+            self._start_challenger(line, offset, change_offset, alarm.detector, result)
+
+    # -- policy actions -----------------------------------------------------------------------
+
+    def _start_challenger(self, champion: Line, offset: int, change_offset: int,
+                          detector: str, result: StepResult) -> None:
+        model = make_model(self.spec)
+        since = [(o, x, y) for o, x, y in self.recent if o >= change_offset]
+        if self.policy_settings.challenger == "change_point":
+            for _o, x, y in since:
+                model.learn_one(x, y)
+        trained = len(since) if self.policy_settings.challenger == "change_point" else 0
+        start = since[0][0] if trained else offset
+        meta, artifact = artifacts.build_version(
+            self.model_name, model, self.key, parent=None,
+            reason=f"challenger: fresh {self.spec} after {detector} drift on "
+                   f"{champion.slot[:12]} at offset {offset}, trained on {trained} examples "
+                   f"since offset {change_offset}",
+            training_offsets=TrainingOffsets(topic=self.topic, start=start, end=offset),
+            examples_seen=trained, hyperparameters=self.hyperparameters(model),
+            chunk_bytes=self.chunk_bytes)
+        # It learns the current example with the other lines, right after this.
+        line = self.add_line(meta.version, meta, pickle.loads(artifact), start=offset)  # noqa: S301
+        result.published.append(Published(meta, artifact, replaces="", line=None))
+        self._deploy(next_deployment(self.deployment, self.model_name, "shadow", meta.version,
+                                     by="policy", reason=meta.reason), result)
+        self.policy.challenger_started(champion.id, line.id)
+
+    def _decide(self, decision: Decision, offset: int, result: StepResult) -> None:
+        by_id = {line.id: line for line in self.lines}
+        incumbent = by_id.get(decision.incumbent)
+        candidate = by_id.get(decision.candidate)
+        if decision.action == "promote" and candidate and incumbent:
+            d = next_deployment(self.deployment, self.model_name, "promote", candidate.slot,
+                                by="policy", reason=decision.reason)
+            # The predecessor stays as a shadow while the promoted version is on probation.
+            d = d.model_copy(update={"shadows": [*d.shadows, incumbent.slot]})
+            self._deploy(d, result)
+            self.policy.promoted()
+            return
+        if self.deployment is None:
+            return
+        if decision.action == "rollback" and candidate:
+            d = next_deployment(self.deployment, self.model_name, "rollback", candidate.slot,
+                                by="policy", reason=decision.reason)
+        elif decision.action in ("drop_challenger", "retire_predecessor") and candidate \
+                and candidate.slot in self.deployment.shadows:
+            d = next_deployment(self.deployment, self.model_name, "unshadow", candidate.slot,
+                                by="policy", reason=decision.reason)
+        else:
+            return
+        self._deploy(d, result)
+
+    def _deploy(self, deployment: Deployment, result: StepResult) -> None:
+        """Apply a deployment of the learner's own: lines no longer deployed stop learning."""
+        self.deployment = deployment
+        deployed = {deployment.champion, *deployment.shadows}
+        self.lines = [line for line in self.lines if line.slot in deployed]
+        result.deployments.append(deployment)
+
+    # -- publication --------------------------------------------------------------------------
+
+    def _publish_all(self, offset: int, reason: str, result: StepResult) -> None:
+        for line in list(self.lines):
+            if offset >= line.start and line.since:
+                self._publish_line(line, offset, reason, result)
+
+    def publish_now(self, offset: int, reason: str) -> StepResult:
+        """Publish every line that learned something since its last version, at `offset`."""
+        result = StepResult()
+        self._publish_all(offset, reason, result)
+        return result
+
+    def _publish_line(self, line: Line, offset: int, reason: str, result: StepResult) -> None:
+        if not line.since:
+            return
+        published = self._publish(line, offset, reason)
+        result.published.append(published)
+        if self.auto_update and self.deployment is not None:
+            updated = update_deployment(self.deployment, published.replaces,
+                                        published.meta.version, f"{reason} (auto_update)")
+            if updated is not None:
+                line.slot = published.meta.version
+                line.versions.add(line.slot)
+                self.deployment = updated
+                result.deployments.append(updated)
 
     def _evaluate(self, version: str, y: LabelValue, output: Output) -> list[Metric]:
         evaluation = self.evaluations.get(version)
@@ -216,7 +397,7 @@ class Learner:
                 for name, value in evaluation.snapshot().items()]
 
     def _publish(self, line: Line, offset: int, reason: str) -> Published:
-        head_metrics = self.evaluations.get(line.head)
+        head_metrics = self.evaluations.get(line.slot)
         meta, artifact = artifacts.build_version(
             self.model_name, line.model, self.key, parent=line.head, reason=reason,
             training_offsets=TrainingOffsets(topic=self.topic, start=line.start, end=offset + 1),
@@ -242,17 +423,16 @@ class Learner:
 
 
 class LearnerService:
-    """The learner on Kafka: the training topic in, versions/metrics/deployments out."""
+    """The learner on Kafka: the training topic in; versions, metrics, drift events and
+    deployments out."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.learner = Learner(settings)
-        self.auto_update = settings.processing.auto_update
         self.stop_requested = threading.Event()
         self.registry = ModelRegistry(settings, name="learner")
         self.producer = make_producer(settings)
-        self.deployment: Deployment | None = None
-        self.applied: Deployment | None = None  # the last deployment the lines follow
+        self.applied: Deployment | None = None  # the last deployment by others that lines follow
         self.position = 0
         self.topic = settings.topic("training")
         self._errors: list[str] = []
@@ -279,20 +459,15 @@ class LearnerService:
     def recover(self) -> int:
         """Lines from the deployment (version zero if there is none); the offset to start at."""
         self.registry.catch_up()
-        name = self.learner.model_name
-        current = self.registry.deployments.get(name)
+        current = self.registry.deployments.get(self.learner.model_name)
         if current is None:
-            meta, artifact, model = self.learner.first_version()
+            meta, artifact, deployment = self.learner.bootstrap()
             publish_version(self.emit, self.settings, meta, artifact)
-            current = next_deployment(None, name, "init", meta.version, by="learner",
-                                      reason=f"first version of {self.learner.spec}")
-            write_deployment(self.emit, self.settings, current)
+            write_deployment(self.emit, self.settings, deployment)
             self.flush()
             self.registry.versions[meta.version] = meta
-            self.learner.add_line(meta.version, meta, model, start=0)
-            self.deployment = current
             return 0
-        self.deployment = current
+        self.learner.deployment = current
         self._apply_deployment(current, at=None)
         start = min((line.start for line in self.learner.lines), default=0)
         self.learner.emit_metrics_from = start
@@ -307,51 +482,60 @@ class LearnerService:
         ArtifactRefused), the lines stay as they were.
         """
         deployed = [deployment.champion, *deployment.shadows]
-        lines = [line for line in self.learner.lines if line.slot in deployed]
-        resumed: list[tuple[Line, ModelVersion, str]] = []
+        kept = [line for line in self.learner.lines if line.slot in deployed]
+        loaded: list[tuple[str, ModelVersion, Any]] = []
         for version in deployed:
-            if any(line.slot == version for line in lines):
+            if any(line.slot == version for line in kept):
                 continue
             meta = self.registry.versions.get(version)
             if meta is None:
                 raise RegistryError(f"no version {version[:12]} in the registry yet")
             if at is None:
                 meta = self.registry.latest_descendant(version)
-            model = self.registry.load(meta.version)
+            loaded.append((version, meta, self.registry.load(meta.version)))
+        self.learner.lines = kept
+        self.applied = deployment
+        for version, meta, model in loaded:
             offsets = meta.training_offsets
             start = at if at is not None else (offsets.end if offsets else self.position)
-            line = Line(slot=version, head=meta.version, model=model, start=start,
-                        seen=meta.examples_seen)
-            lines.append(line)
-            resumed.append((line, meta, version))
-        self.learner.lines = lines
-        self.applied = deployment
-        for line, meta, version in resumed:
-            if meta.version != version:  # published before a crash, never deployed
-                self._deploy_update(Published(meta, b"", replaces=version), line)
-            log.info("line %s from %s at offset %d", version[:12], meta.version[:12], line.start)
+            line = self.learner.add_line(version, meta, model, start)
+            if meta.version != version and self.learner.auto_update:
+                # Published before a crash, never deployed: deploy it now.
+                current = self.learner.deployment or deployment
+                updated = update_deployment(current, version, meta.version,
+                                            f"{meta.reason} (auto_update, after a restart)")
+                if updated is not None:
+                    line.slot = meta.version
+                    line.versions.add(meta.version)
+                    self.learner.deployment = updated
+                    write_deployment(self.emit, self.settings, updated)
+            log.info("line %s from %s at offset %d", version[:12], meta.version[:12], start)
 
-    def _deploy_update(self, published: Published, line: Line) -> None:
-        if not self.auto_update or self.deployment is None:
-            return
-        updated = update_deployment(self.deployment, published.replaces, published.meta.version,
-                                    f"{published.meta.reason} (auto_update)")
-        if updated is not None:
-            write_deployment(self.emit, self.settings, updated)
-            self.deployment = updated
-            line.slot = published.meta.version
+    def _apply_deployment(self, deployment: Deployment, at: int | None) -> None:
+        try:
+            self._lines_for(deployment, at)
+        except RegistryError:
+            if at is None:
+                raise
+            log.info("waiting for the versions of deployment %s to arrive",
+                     deployment.version[:12])
+        except artifacts.ArtifactRefused as refused:
+            self.applied = deployment  # reported once; the lines learn on as they were
+            letter = self.registry.refusal("learner", refused)
+            self.emit(self.settings.topic("dead-letters"), letter.source_topic, letter.to_bytes())
+            log.error("%s; the learner goes on with the lines it has", refused)
 
     def handle(self, msg: Message) -> None:
-        offset = msg.offset()
         try:
             record = TRAINING.validate_json(msg.value() or b"")
         except ValidationError as exc:
             self._dead_letter(msg, validation_reason(exc))
             return
-        result = self.learner.step(offset, record)
-        self.apply(result, msg)
+        self.apply(self.learner.step(msg.offset(), record), msg)
 
     def apply(self, result: StepResult, msg: Message | None = None) -> None:
+        """Write what a step produced: metrics, versions (before the deployments naming
+        them), deployments, drift events, dead letters."""
         for metric in result.metrics:
             self.emit(self.settings.topic("metrics"), f"{metric.model}@{metric.version}",
                       metric.to_bytes())
@@ -359,8 +543,12 @@ class LearnerService:
             publish_version(self.emit, self.settings, published.meta, published.artifact)
             self.registry.versions[published.meta.version] = published.meta
             log.info("published %s (%s)", published.meta.version[:12], published.meta.reason)
-            if published.line is not None:
-                self._deploy_update(published, published.line)
+        for deployment in result.deployments:
+            write_deployment(self.emit, self.settings, deployment)
+            log.info("deployment: %s %s (%s)", deployment.action, deployment.version[:12],
+                     deployment.reason)
+        for event in result.drift:
+            self.emit(self.settings.topic("drift"), event.model, event.to_bytes())
         for reason in result.dead:
             if msg is not None:
                 self._dead_letter(msg, reason)
@@ -371,26 +559,13 @@ class LearnerService:
         self.emit(self.settings.topic("dead-letters"), letter.source_topic, letter.to_bytes())
 
     def follow_deployments(self) -> None:
-        """Apply deployments made by others (CLI, policy) between two training records."""
+        """Apply deployments made by others (a person, the CLI) between two training records."""
         self.registry.poll(0)
         current = self.registry.deployments.get(self.learner.model_name)
-        if current is None or current.by == "learner" or current == self.applied:
+        if current is None or current.by in ("learner", "policy") or current == self.applied:
             return
-        self.deployment = current
+        self.learner.follow(current)
         self._apply_deployment(current, at=self.position)
-
-    def _apply_deployment(self, deployment: Deployment, at: int | None) -> None:
-        try:
-            self._lines_for(deployment, at)
-        except RegistryError:
-            if at is None:
-                raise
-            log.info("waiting for the versions of deployment %s to arrive", deployment.version[:12])
-        except artifacts.ArtifactRefused as refused:
-            self.applied = deployment  # reported once; the lines learn on as they were
-            letter = self.registry.refusal("learner", refused)
-            self.emit(self.settings.topic("dead-letters"), letter.source_topic, letter.to_bytes())
-            log.error("%s; the learner goes on with the lines it has", refused)
 
     def run(self, on_batch: Callable[[], None] | None = None) -> None:
         self.position = self.recover()

@@ -180,3 +180,31 @@ CREATE TABLE IF NOT EXISTS {db}.feedback
 ENGINE = ReplacingMergeTree
 ORDER BY (outcome, event_id)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Drift: data drift per feature and prediction drift (on what scoring served), concept drift on
+-- each version's prequential errors (in the learner). One row per alert.
+CREATE TABLE IF NOT EXISTS {db}.drift_events
+(
+    ts           DateTime64(3, 'UTC'),
+    kind         LowCardinality(String) COMMENT 'data, prediction or concept',
+    detector     LowCardinality(String),
+    model        Nullable(String),
+    version      Nullable(String) COMMENT 'the champion at detection (concept: the version whose errors drifted)',
+    feature      Nullable(String),
+    statistic    Float64,
+    threshold    Float64,
+    p_value      Nullable(Float64),
+    event_id     Nullable(String) COMMENT 'the event at detection',
+    source       Nullable(String) COMMENT 'topic the offsets refer to',
+    source_partition Nullable(UInt32),
+    source_offset    Nullable(UInt64) COMMENT 'offset at detection',
+    change_point Nullable(UInt64) COMMENT 'estimated offset where the change began',
+    detail       String,
+    _topic       LowCardinality(String),
+    _partition   UInt32,
+    _offset      UInt64,
+    inserted_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (_partition, _offset)
+SETTINGS non_replicated_deduplication_window = 1000;

@@ -1,0 +1,160 @@
+"""drift: data drift per feature and prediction drift, on what scoring served.
+
+One confluent-kafka consumer reads the served topic (every partition, one consumer group, so one
+process sees the whole stream and one change gives one alert). For each model it keeps two
+monitors: the features of every served event (numeric features: two-sample KS or PSI against a
+reference window; one-hot ``field=value`` groups: chi-square), and the champion's answer (its
+probability of the positive class, or its value, and the predicted class). Alarms go to the drift
+topic — and from there to the ``drift_events`` table — naming detector, feature, statistic,
+threshold, the event and offset at detection, and the estimated change point. The false-alarm
+budget (``drift.false_alarms_per_100k``) holds across all features of a monitor together.
+
+Concept drift (on each version's prequential errors) is watched in the learner, which has the
+labels in their one order.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections import deque
+from datetime import UTC, datetime
+
+from confluent_kafka import Consumer, KafkaError, Message
+from pydantic import ValidationError
+
+from driftway.drift import Alarm, DataDriftMonitor
+from driftway.kafka import client_config, make_producer, produce
+from driftway.settings import DriftSettings, Settings
+from schemas.events import DeadLetter, DriftEvent, Served, describe_invalid, label_text
+
+log = logging.getLogger(__name__)
+
+
+def prediction_features(served: Served) -> dict[str, float]:
+    """What prediction drift watches: the champion's score and its predicted class.
+
+    >>> s = Served(event_id="e", entity_id="u", ts=0, model="m", champion="v", features={},
+    ...            outputs={"v": {"prediction": True, "score": 0.7,
+    ...                           "proba": {"true": 0.7, "false": 0.3}}}, predicted_at=0)
+    >>> prediction_features(s)
+    {'score': 0.7, 'prediction=true': 1.0}
+    """
+    output = served.outputs.get(served.champion)
+    if output is None or output.prediction is None:
+        return {}
+    if output.proba is None:  # a regressor: its value
+        return {"prediction": float(output.prediction)}  # type: ignore[arg-type]
+    if set(output.proba) == {"true", "false"}:
+        score = output.proba["true"]
+    else:
+        score = output.score if output.score is not None else 0.0
+    return {"score": float(score), f"prediction={label_text(output.prediction)}": 1.0}
+
+
+class ModelMonitors:
+    """The data and prediction monitors of one model, and where recent events came from."""
+
+    def __init__(self, settings: DriftSettings) -> None:
+        common = {"window": settings.data_window, "check_every": settings.data_check_every,
+                  "false_alarms_per_100k": settings.false_alarms_per_100k,
+                  "numeric_test": settings.numeric_test}
+        self.data = DataDriftMonitor(kind="data", **common)  # type: ignore[arg-type]
+        self.prediction = DataDriftMonitor(kind="prediction", **common)  # type: ignore[arg-type]
+        self.n = 0
+        # (partition, offset, event id) of the last events: to name where a change began.
+        self.recent: deque[tuple[int, int, str]] = deque(maxlen=4 * settings.data_window)
+
+    def update(self, served: Served, partition: int, offset: int) -> list[Alarm]:
+        self.n += 1
+        self.recent.append((partition, offset, served.event_id))
+        return [*self.data.update(served.features),
+                *self.prediction.update(prediction_features(served))]
+
+    def where(self, index: int) -> tuple[int, int, str] | None:
+        """Partition, offset and event id of the index-th event, if still remembered."""
+        back = self.n - index
+        if 0 <= back < len(self.recent):
+            return self.recent[-1 - back]
+        return None
+
+
+class DriftService:
+    """Reads served events, feeds the monitors, writes drift events."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = settings.topic("served")
+        self.monitors: dict[str, ModelMonitors] = {}
+        self.stop_requested = threading.Event()
+        self.producer = make_producer(settings)
+        self.consumer = Consumer({
+            **client_config(settings),
+            "group.id": f"{settings.app_id}-drift",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 3_000,
+        })
+        self.alarms = 0
+
+    def handle(self, msg: Message) -> list[DriftEvent]:
+        try:
+            served = Served.model_validate_json(msg.value() or b"")
+        except ValidationError as exc:
+            letter = DeadLetter.of("drift", msg.topic(), msg.partition(), msg.offset(), msg.key(),
+                                   msg.value(), describe_invalid(exc))
+            self._emit(self.settings.topic("dead-letters"), letter.source_topic,
+                       letter.to_bytes())
+            return []
+        monitors = self.monitors.get(served.model)
+        if monitors is None:
+            monitors = self.monitors[served.model] = ModelMonitors(
+                self.settings.drift.for_model(served.model))
+        events = []
+        for alarm in monitors.update(served, msg.partition(), msg.offset()):
+            began = monitors.where(alarm.change_point)
+            events.append(DriftEvent(
+                ts=datetime.now(UTC), kind=alarm.kind, detector=alarm.detector,
+                model=served.model, version=served.champion, feature=alarm.feature,
+                statistic=alarm.statistic, threshold=alarm.threshold, p_value=alarm.p_value,
+                event_id=served.event_id, source=self.topic, partition=msg.partition(),
+                offset=msg.offset(), change_point=began[1] if began else None,
+                detail=(f"change estimated to begin near event {began[2]} (partition "
+                        f"{began[0]}), {alarm.index - alarm.change_point} events before "
+                        "detection" if began else "")))
+        return events
+
+    def _emit(self, topic: str, key: str | bytes | None, value: bytes) -> None:
+        produce(self.producer, topic, key, value,
+                lambda err, _msg: err and log.error("not delivered: %s", err))
+
+    def run(self) -> None:
+        self.consumer.subscribe([self.topic])
+        try:
+            while not self.stop_requested.is_set():
+                messages = self.consumer.consume(1000, timeout=0.5)
+                for msg in messages:
+                    if msg.error() is not None:
+                        if msg.error().code() != KafkaError._PARTITION_EOF:
+                            log.warning("served consumer: %s", msg.error())
+                        continue
+                    for event in self.handle(msg):
+                        self.alarms += 1
+                        log.info("%s drift on %s (%s)", event.kind, event.feature, event.detector)
+                        self._emit(self.settings.topic("drift"), event.model, event.to_bytes())
+                if messages:
+                    self.producer.flush()
+                    self.consumer.commit(asynchronous=True)
+            self.producer.flush()
+        finally:
+            self.consumer.close()
+
+
+def main(settings: Settings) -> None:
+    """Run the drift processor in the foreground until SIGTERM or Ctrl-C."""
+    service = DriftService(settings)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: service.stop_requested.set())
+    service.run()
