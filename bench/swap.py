@@ -609,7 +609,8 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=state_dir,
         kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{broker_port}",
                             controller_port=controller_port),
-        # The learner publishes (and so deploys) nothing of its own: the swaps are the only ones.
+        # The learner publishes (and so deploys) nothing of its own, and with no labels its
+        # policy has no drift to act on: the swaps are the only deployments.
         processing=ProcessingSettings(publish_every=10**12, auto_update=False))
     r["settings"] = {"partitions": settings.kafka.partitions,
                      "batch_size": settings.processing.batch_size,

@@ -104,7 +104,9 @@ class DeploymentWatcher(threading.Thread):
                 registry.catch_up()
                 self._consider(registry)
                 while not self.stopping.is_set():
-                    registry.poll(0.1)
+                    # consume() returns at its timeout unless 1,000 records came: keep it short,
+                    # it is most of a swap's latency.
+                    registry.poll(0.02)
                     self._consider(registry)
             finally:
                 registry.close()
