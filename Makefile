@@ -7,7 +7,7 @@ JARS := deploy/kafka/libs/kafka_2.13-3.9.1.jar
 
 .PHONY: install demo test test-unit bench clean
 
-install: $(STAMP) $(JARS)
+install: $(STAMP) $(JARS) chromium
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=python3"; exit 1; }
@@ -20,6 +20,19 @@ $(JARS): deploy/kafka/pom.xml
 	@command -v mvn >/dev/null || { echo "mvn not found: install Maven (apt-get install maven)"; exit 1; }
 	mvn -q -B -f deploy/kafka/pom.xml dependency:copy-dependencies -Dkafka.libs.dir=$(CURDIR)/deploy/kafka/libs
 	touch $(JARS)
+
+# Headless Chromium (Debian's package) renders the HTML report in its browser test. Not fatal
+# when it cannot be installed: make demo does not need it, and that test says what is missing.
+.PHONY: chromium
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium (apt-get) for the report's browser test"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 \
+	       && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+	  || echo "could not install chromium: as root, run apt-get install chromium;" \
+	          "without /usr/bin/chromium the report's browser test is skipped (fails in CI)"; }
 
 demo: install
 	$(VENV)/bin/driftway demo

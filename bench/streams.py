@@ -34,9 +34,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import platform
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Literal
 
 import numpy as np
@@ -140,3 +143,16 @@ def _mean_shift(seed: int, n: int, changes: tuple[int, ...]) -> Stream:
     else:
         detail = f"{GAUSSIAN_FEATURES} N(0, 1) features, no change ({n:,} events)"
     return Stream("mean_shift", "data", seed, events, changes, 0, None, detail)
+
+
+def environment() -> dict[str, object]:
+    """Versions and the machine, for the JSON of a benchmark run."""
+    out: dict[str, object] = {"python": platform.python_version(),
+                              "platform": platform.platform(), "cpus": os.cpu_count(),
+                              "loadavg_start": list(os.getloadavg())}
+    for dist in ("river", "numpy", "matplotlib"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out

@@ -63,11 +63,34 @@ def connect(settings: Settings) -> Client:
         raise
 
 
-def ensure_schema(client: Client, database: str) -> None:
-    """Create the database and tables if missing (idempotent)."""
-    ddl = resources.files("schemas").joinpath("sql/001_tables.sql").read_text()
-    for statement in split_sql(ddl.replace("{db}", database)):
-        client.command(statement)
+#: DDL scripts, applied in order at start-up (each statement idempotent).
+SCHEMA_FILES = ("sql/001_tables.sql", "sql/002_rollups.sql")
+
+#: Tables whose rows expire after sink.ttl_days, and rollups after sink.rollup_ttl_days.
+TTL_TABLES = ("predictions", "labels", "dead_letters", "training", "metrics", "feedback",
+              "drift_events", "deployments")
+ROLLUP_TABLES = ("predictions_minute", "quality_minute")
+
+
+def ensure_schema(client: Client, database: str, ttl_days: int = 0,
+                  rollup_ttl_days: int = 0) -> None:
+    """Create the database, tables and rollups if missing, and set their TTLs (idempotent).
+
+    A TTL of 0 keeps rows forever (and removes a TTL set before). Model versions are never
+    expired: they are the lineage of what serves.
+    """
+    for name in SCHEMA_FILES:
+        ddl = resources.files("schemas").joinpath(name).read_text()
+        for statement in split_sql(ddl.replace("{db}", database)):
+            client.command(statement)
+    for tables, days, column in ((TTL_TABLES, ttl_days, "toDateTime(inserted_at)"),
+                                 (ROLLUP_TABLES, rollup_ttl_days, "minute")):
+        for table in tables:
+            if days:
+                client.command(f"ALTER TABLE {database}.{table} MODIFY TTL "
+                               f"{column} + INTERVAL {days} DAY")
+            elif "TTL " in client.command(f"SHOW CREATE TABLE {database}.{table}"):
+                client.command(f"ALTER TABLE {database}.{table} REMOVE TTL")
 
 
 def split_sql(script: str) -> list[str]:
@@ -158,7 +181,8 @@ def training_row(t: TrainingExample | PublishRequest) -> list[Any] | None:
         return None
     outputs = {version: o.model_dump(mode="json") for version, o in t.outputs.items()}
     return [t.event_id, t.model, t.version, label_text(t.label), label_text(t.served), t.score,
-            json.dumps(outputs)]
+            json.dumps(outputs), None if t.predicted_at is None else _ts(t.predicted_at),
+            None if t.labelled_at is None else _ts(t.labelled_at)]
 
 
 def deployment_row(d: Deployment) -> list[Any]:
@@ -220,7 +244,8 @@ SINK_TABLES: tuple[TableSpec, ...] = (
                "training_start", "training_end", "examples_seen", "feature_set",
                "hyperparameters", "metrics", "libraries", "artifact_size", "signature")),
     TableSpec("training", "training", TrainingRecord, training_row,
-              ("event_id", "model", "version", "label", "served", "score", "outputs"),
+              ("event_id", "model", "version", "label", "served", "score", "outputs",
+               "predicted_at", "labelled_at"),
               union_name="TrainingRecord"),
     TableSpec("deployments", "deployments", Deployment, deployment_row,
               ("ts", "model", "version", "champion", "shadows", "action", "previous", "reason",

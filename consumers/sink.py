@@ -208,7 +208,8 @@ def main(settings: Settings) -> None:
     import os
 
     client = connect(settings)
-    ensure_schema(client, settings.clickhouse_database)
+    ensure_schema(client, settings.clickhouse_database, settings.sink.ttl_days,
+                  settings.sink.rollup_ttl_days)
     reader = connect(settings) if settings.embedded_clickhouse else None
     sink = ClickHouseSink(settings, client, reader)
     for sig in (signal.SIGTERM, signal.SIGINT):

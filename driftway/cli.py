@@ -214,7 +214,10 @@ def up(ctx: click.Context) -> None:
     console.print(f"Driftway is up: Kafka {settings.kafka.bootstrap_servers}, ClickHouse {where}"
                   f"; logs in {stack.log_dir}. Ctrl-C stops it.")
     try:
-        _wait_for_signal(check=stack.check)
+        from driftway.status import LiveStatus
+
+        with LiveStatus(settings, console):
+            _wait_for_signal(check=stack.check)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -331,6 +334,32 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value)
     return str(value)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default="report.html",
+              show_default=True, help="The HTML file to write.")
+@click.option("--since", default=None, metavar="ISO",
+              help="Only what happened from this time on, e.g. 2026-11-28T12:00:00Z "
+                   "(UTC unless it names its zone).")
+@click.pass_context
+def report(ctx: click.Context, out: Path, since: str | None) -> None:
+    """Write an HTML report with charts: quality, drift, deployments, throughput, latency."""
+    from datetime import datetime
+
+    from consumers.clickhouse import EngineBusy
+    from driftway.query import QueryError
+    from driftway.report import write_report
+
+    try:
+        start = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise click.BadParameter(f"{since!r} is not an ISO time", param_hint="--since") from None
+    try:
+        data = write_report(settings_of(ctx), out, since=start)
+    except (QueryError, EngineBusy) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{out} ({out.stat().st_size / 1e6:.1f} MB): {data.summary()}")
 
 
 @cli.group()

@@ -84,9 +84,13 @@ def counts(settings: Settings) -> dict[str, int]:
 
 
 def run(settings: Settings, plan: DemoPlan, console: Console,
-        check: Callable[[], None] = lambda: None, timeout: float = 300.0) -> dict[str, Any]:
-    """Feed the stream, show progress, wait until everything is stored; return the summary."""
+        check: Callable[[], None] = lambda: None, timeout: float = 300.0,
+        live_status: bool = True) -> dict[str, Any]:
+    """Feed the stream, show progress and the live status, wait until everything is stored;
+    return the summary."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from driftway.status import LiveStatus
 
     sdk = EventProducer(settings)
     any_client: Producer = make_producer(settings)  # malformed bytes, as any client could send
@@ -103,7 +107,10 @@ def run(settings: Settings, plan: DemoPlan, console: Console,
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
         "{task.completed:>7.0f}/{task.total:.0f}"), TimeElapsedColumn(), console=console,
         transient=False, disable=not console.is_terminal)
-    with progress:
+    # On a terminal the status table refreshes under the progress bars (one live display);
+    # otherwise both print plain lines.
+    display: Any = LiveStatus(settings, console, extra=progress) if live_status else progress
+    with display:
         t_sent = progress.add_task("events sent", total=plan.events)
         t_pred = progress.add_task("predictions stored", total=plan.events)
         last_poll = last_line = 0.0

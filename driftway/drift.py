@@ -65,6 +65,11 @@ class Alarm:
 def make_detector(name: str, params: dict | None = None) -> Any:
     """A fresh River drift detector by name; KSWIN is seeded (``seed=0``) unless params say so.
 
+    River's defaults, false alarms per 100,000 stationary 0/1 errors at error rate 0.1 / 0.4
+    (measured over 200,000 each, cooldown 500): ADWIN 0 / 0, HDDM_A 0 / 0, DDM 0 / 0.5 with
+    ``warm_start=1000`` (the default 30 alarms early in about 4 streams in 10), KSWIN 0 / 21,
+    Page-Hinkley 2.5 / 10.5, HDDM_W 0 / 64, EDDM 58 / 6.
+
     >>> make_detector("adwin", {"delta": 0.01}).delta
     0.01
     >>> make_detector("cusum")

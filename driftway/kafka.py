@@ -16,11 +16,33 @@ log = logging.getLogger(__name__)
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
-    """Connection settings shared by every confluent-kafka client."""
-    return {
-        "bootstrap.servers": settings.kafka.bootstrap_servers,
-        "security.protocol": settings.kafka.security_protocol,
+    """Connection settings shared by every confluent-kafka client: brokers, TLS and SASL.
+
+    Holds the SASL password in clear (librdkafka needs it): pass it to a client, never log it.
+    faust gets the same settings as credentials (``streams.app.broker_credentials``).
+
+    >>> client_config(Settings())
+    {'bootstrap.servers': '127.0.0.1:9092', 'security.protocol': 'PLAINTEXT'}
+    """
+    kafka = settings.kafka
+    config: dict[str, Any] = {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "security.protocol": kafka.security_protocol,
     }
+    if kafka.uses_sasl and kafka.sasl_password is not None:  # validation ensured all three
+        config["sasl.mechanisms"] = kafka.sasl_mechanism
+        config["sasl.username"] = kafka.sasl_username
+        config["sasl.password"] = kafka.sasl_password.get_secret_value()
+    if kafka.uses_tls:
+        # Unset, librdkafka verifies brokers against the system's CAs, as Python's ssl does.
+        for key, path in (("ssl.ca.location", kafka.ssl_cafile),
+                          ("ssl.certificate.location", kafka.ssl_certfile),
+                          ("ssl.key.location", kafka.ssl_keyfile)):
+            if path is not None:
+                config[key] = str(path)
+        config["ssl.endpoint.identification.algorithm"] = (
+            "https" if kafka.ssl_check_hostname else "none")
+    return config
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:

@@ -16,7 +16,16 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TOPIC_KEYS = (
@@ -36,10 +45,16 @@ TOPIC_KEYS = (
 )
 
 
+def _kafka_env(field: str) -> str:
+    """The environment name of a KafkaSettings field, for messages that say what to fix."""
+    return f"DRIFTWAY_KAFKA__{field.upper()}"
+
+
 class KafkaSettings(BaseModel):
     """How to reach Kafka, and the local broker Driftway starts when asked to."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input_in_errors: a validation error must not echo the SASL password it was given.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     bootstrap_servers: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated host:port."
@@ -57,7 +72,76 @@ class KafkaSettings(BaseModel):
         3, ge=1, le=1000, description="Partitions of the keyed data topics (raw, features...)."
     )
     replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+
+    # Security: confluent-kafka (driftway.kafka.client_config) and faust (streams.app.make_app)
+    # both take these, so every client of a process connects the same way.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over "
+        "TLS). The local broker speaks PLAINTEXT only.")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism; required with SASL_PLAINTEXT and SASL_SSL.")
+    sasl_username: str | None = Field(
+        None, min_length=1, description="SASL user; required with SASL_PLAINTEXT and SASL_SSL.")
+    sasl_password: SecretStr | None = Field(
+        None, min_length=1, description="SASL password; required with SASL_PLAINTEXT and "
+        "SASL_SSL. A secret: never printed.")
+    ssl_cafile: Path | None = Field(
+        None, description="PEM file of the CA(s) that verify the brokers' certificates "
+        "(default: the system's CAs). SSL and SASL_SSL only.")
+    ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate, for brokers that require mutual TLS; "
+        "needs ssl_keyfile.")
+    ssl_keyfile: Path | None = Field(
+        None, description="PEM private key of ssl_certfile (unencrypted).")
+    ssl_check_hostname: bool = Field(
+        True, description="Check that a broker's certificate names the host connected to. "
+        "The certificate is verified against the CAs either way.")
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _file_exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is not None and not v.is_file():
+            env = _kafka_env(str(info.field_name))
+            raise ValueError(f"no file at {str(v)!r}; set {env} to a readable PEM file")
+        return None if v is None else v.resolve()
+
+    @model_validator(mode="after")
+    def _security_combination(self) -> KafkaSettings:
+        protocol = self.security_protocol
+        sasl = {"sasl_mechanism": self.sasl_mechanism, "sasl_username": self.sasl_username,
+                "sasl_password": self.sasl_password}
+        tls = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile,
+               "ssl_keyfile": self.ssl_keyfile}
+        if self.uses_sasl:
+            missing = [_kafka_env(name) for name, value in sasl.items() if value is None]
+            if missing:
+                raise ValueError(f"security_protocol {protocol} needs {', '.join(missing)}")
+        else:
+            given = [_kafka_env(name) for name, value in sasl.items() if value is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} set but DRIFTWAY_KAFKA__SECURITY_PROTOCOL is "
+                    f"{protocol}: set it to SASL_SSL (or SASL_PLAINTEXT), or unset them")
+        if not self.uses_tls:
+            given = [_kafka_env(name) for name, value in tls.items() if value is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} set but DRIFTWAY_KAFKA__SECURITY_PROTOCOL is "
+                    f"{protocol}: set it to SSL (or SASL_SSL), or unset them")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("a client certificate needs its key: set both "
+                             "DRIFTWAY_KAFKA__SSL_CERTFILE and DRIFTWAY_KAFKA__SSL_KEYFILE")
+        return self
+
+    @property
+    def uses_sasl(self) -> bool:
+        """True when clients authenticate with SASL (SASL_PLAINTEXT, SASL_SSL)."""
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        """True when connections are encrypted with TLS (SSL, SASL_SSL)."""
+        return self.security_protocol.endswith("SSL")
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -194,6 +278,11 @@ class SinkSettings(BaseModel):
 
     batch_size: int = Field(5_000, ge=1, description="Max records per ClickHouse insert.")
     flush_seconds: float = Field(0.5, gt=0, description="Max seconds a record waits for insert.")
+    ttl_days: int = Field(
+        0, ge=0, description="Days the monitoring tables keep a row (by insertion time); "
+        "0 keeps everything. Applied at start-up, also to existing tables.")
+    rollup_ttl_days: int = Field(
+        0, ge=0, description="Days the per-minute rollups keep a row; 0 keeps everything.")
     query_port: int = Field(
         0,
         ge=0,

@@ -10,17 +10,46 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator, Sequence
 
 import faust
 from confluent_kafka import KafkaError, Message
 from faust.types import EventT
+from faust.types.auth import CredentialsT
 
 from driftway.kafka import make_producer, produce
 from driftway.settings import Settings
 from schemas.events import DeadLetter
 
 log = logging.getLogger(__name__)
+
+
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context of Kafka connections, from the same files confluent-kafka is given:
+    brokers verified against ``ssl_cafile`` (default: the system's CAs), the client
+    certificate presented when set, host names checked unless ``ssl_check_hostname`` is off."""
+    kafka = settings.kafka
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=None if kafka.ssl_cafile is None else str(kafka.ssl_cafile))
+    if kafka.ssl_certfile is not None:
+        context.load_cert_chain(str(kafka.ssl_certfile), keyfile=str(kafka.ssl_keyfile))
+    context.check_hostname = kafka.ssl_check_hostname
+    return context
+
+
+def broker_credentials(settings: Settings) -> CredentialsT | None:
+    """faust's credentials for the configured security protocol (None for PLAINTEXT): the
+    same SASL user, mechanism and TLS files as ``driftway.kafka.client_config``."""
+    kafka = settings.kafka
+    context = kafka_ssl_context(settings) if kafka.uses_tls else None
+    if kafka.uses_sasl and kafka.sasl_password is not None:  # validation ensured all three
+        return faust.SASLCredentials(
+            username=kafka.sasl_username, password=kafka.sasl_password.get_secret_value(),
+            ssl_context=context, mechanism=kafka.sasl_mechanism)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def make_app(settings: Settings, processor: str) -> faust.App:
@@ -30,6 +59,7 @@ def make_app(settings: Settings, processor: str) -> faust.App:
     return faust.App(
         f"{settings.app_id}-{processor}",
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
+        broker_credentials=broker_credentials(settings),
         store="memory://",
         datadir=str(datadir),
         web_enabled=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import subprocess
 import sys
@@ -11,11 +12,13 @@ import time
 
 import pytest
 from confluent_kafka import Producer
+from rich.console import Console
 
 from consumers.subscriber import PredictionSubscriber
 from driftway.query import query
 from driftway.sdk import EventProducer
 from driftway.settings import Settings
+from driftway.status import LiveStatus, StatusProbe
 from driftway.supervisor import Stack, settings_env
 from tests.integration.helpers import wait_for
 
@@ -107,4 +110,24 @@ def test_valid_events_give_one_prediction_each_and_malformed_ones_one_dead_lette
                                   "DROP TABLE predictions"],
                                  env=env, capture_output=True, text=True, timeout=60)
         assert refused.returncode != 0 and "readonly" in refused.stderr
+
+        # The live status: lag per processor (all caught up now), throughput, champion.
+        probe = StatusProbe(settings)
+        try:
+            probe.read()
+            time.sleep(1.0)
+            reading = wait_for(probe.read, lambda r: r.lag.get("scoring") == 0
+                               and r.lag.get("features") == 0, 30, "lag zero")
+        finally:
+            probe.close()
+        assert reading.ends["raw"] == n + len(MALFORMED) and reading.ends["predictions"] == n
+        assert reading.champion is not None and len(reading.champion) == 64
+        assert set(reading.lag) == {"features", "scoring", "feedback", "learner", "drift", "sink"}
+        out = io.StringIO()
+        console = Console(file=out, force_terminal=False, width=500)
+        with LiveStatus(settings, console, plain_every=0.3):
+            time.sleep(2.0)
+        lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("status:")]
+        assert lines and "lag: features 0, scoring 0" in lines[-1]
+        assert reading.champion[:12] in lines[-1]
     assert stack.children == {}

@@ -1,0 +1,352 @@
+"""Drift detection quality: Driftway's detectors against River's defaults, on known changes.
+
+    .venv/bin/python bench/drift.py [--seeds 10] [--quick] [--jobs N]
+
+Streams (bench/streams.py): SEA and Agrawal with abrupt concept switches, Hyperplane with
+gradual switches, and an abrupt mean shift in one of 20 Gaussian features; each also once
+without any change (``stationary``), for the false-alarm rate. Every detector sees the same
+streams, seed by seed.
+
+Concept streams: the model that suits the stream (``bench.streams.MODEL``) learns online,
+prequentially (predict, then learn, no label delay, never reset), and every detector watches
+its 0/1 error stream, the same for all:
+
+- ``driftway``: Driftway's ``ConceptDriftDetector`` with ``DriftSettings()`` defaults (ADWIN
+  with River's default delta, warm-up 200, cooldown 1,000), built as the learner builds it;
+- ``driftway+rise``: the same, plus the learner's rule that drops an alarm when the errors after
+  the estimated change point are not higher than before it (``Learner._watch``): what the
+  learner actually reports as a drift event;
+- ``river_adwin`` and ``river_ddm``: River's ``ADWIN()`` and ``DDM()``, defaults, every
+  ``drift_detected`` an alarm.
+
+Data stream: ``driftway`` is the drift processor's ``DataDriftMonitor`` (built by
+``streams.drift.ModelMonitors`` from ``DriftSettings()``: KS test, windows of 1,000, a check
+every 250 events, 1 false alarm per 100,000 events budgeted); ``river_adwin`` is one River
+``ADWIN()`` per feature on the raw values, any of them alarming counts (alarms of several
+features at the same event count once).
+
+Scoring, per change point ``c`` (the centre of a gradual switch of width ``w``): its window is
+[c - w/2, c + w/2 + tolerance), cut at the next window and at the end of the stream. The first
+alarm in the window detects the change, with delay = alarm - c (negative when a gradual switch
+is caught before its centre); no alarm in it is a miss; later alarms in it are repeats. Alarms
+outside every window are false alarms, per 100,000 events outside the windows.
+
+Prints tables and writes bench/results/drift-<timestamp>.json. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a file, Python puts bench/ first on sys.path, and bench/streams.py would shadow the
+# project's streams package: the repository root goes first, bench.streams is the generators.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from river import drift as river_drift
+
+from bench.streams import CONCEPT_STREAMS, STREAMS, Stream, environment, make_stream
+from driftway.drift import ConceptDriftDetector
+from driftway.models import make_model
+from driftway.settings import DriftSettings
+from streams.drift import ModelMonitors
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+CONCEPT_DETECTORS = ("driftway", "driftway+rise", "river_adwin", "river_ddm")
+DATA_DETECTORS = ("driftway", "river_adwin")
+STARTUP = 5_000  # false alarms in the first events are counted apart too: the model is learning
+
+console = Console()
+
+
+class RisingErrors:
+    """ConceptDriftDetector plus the learner's rule: report only alarms where errors rose.
+
+    Mirrors ``streams.learner.Learner._watch``: keep the last 8,192 errors; at an alarm, compare
+    the mean error since the estimated change point with the mean over as many errors before it.
+    """
+
+    def __init__(self, detector: ConceptDriftDetector) -> None:
+        self.detector = detector
+        self.errors: deque[float] = deque(maxlen=8192)
+
+    def update(self, error: float) -> bool:
+        self.errors.append(error)
+        alarm = self.detector.update(error)
+        if alarm is None:
+            return False
+        back = min(len(self.errors), self.detector.n - alarm.change_point + 1)
+        errors = list(self.errors)
+        after = errors[-back:] if back > 0 else errors[-1:]
+        before = errors[:-back][-back:]
+        return not (before and sum(after) / len(after) <= sum(before) / len(before))
+
+
+def concept_detector(settings: DriftSettings) -> ConceptDriftDetector:
+    """The detector the learner puts on each version's errors (``Learner._detector``)."""
+    return ConceptDriftDetector(settings.concept_detector, dict(settings.concept_params),
+                                cooldown=settings.concept_cooldown,
+                                warmup=settings.concept_warmup)
+
+
+def watch_errors(errors: list[float]) -> dict[str, list[int]]:
+    """Alarm positions (0-based event indices) of each concept detector on one error stream."""
+    settings = DriftSettings()
+    driftway = concept_detector(settings)
+    rise = RisingErrors(concept_detector(settings))
+    adwin, ddm = river_drift.ADWIN(), river_drift.binary.DDM()
+    alarms: dict[str, list[int]] = {name: [] for name in CONCEPT_DETECTORS}
+    for t, e in enumerate(errors):
+        if driftway.update(e) is not None:
+            alarms["driftway"].append(t)
+        if rise.update(e):
+            alarms["driftway+rise"].append(t)
+        adwin.update(e)
+        if adwin.drift_detected:
+            alarms["river_adwin"].append(t)
+        ddm.update(e)
+        if ddm.drift_detected:
+            alarms["river_ddm"].append(t)
+    return alarms
+
+
+def watch_features(stream: Stream) -> tuple[dict[str, list[int]], dict[str, list[list[str]]]]:
+    """Alarm positions of each data detector, and which features alarmed at each."""
+    monitor = ModelMonitors(DriftSettings()).data
+    adwins: dict[str, Any] = {}
+    alarms: dict[str, list[int]] = {name: [] for name in DATA_DETECTORS}
+    features: dict[str, list[list[str]]] = {name: [] for name in DATA_DETECTORS}
+    for t, (x, _y) in enumerate(stream.events):
+        found = monitor.update(x)
+        if found:
+            alarms["driftway"].append(t)
+            features["driftway"].append(sorted(str(a.feature) for a in found))
+        alarmed = []
+        for name, value in x.items():
+            detector = adwins.get(name)
+            if detector is None:
+                detector = adwins[name] = river_drift.ADWIN()
+            detector.update(value)
+            if detector.drift_detected:
+                alarmed.append(name)
+        if alarmed:
+            alarms["river_adwin"].append(t)
+            features["river_adwin"].append(alarmed)
+    return alarms, features
+
+
+def run(name: str, seed: int, every: int, stationary: bool, width: int) -> dict[str, Any]:
+    """One stream, one seed: every detector's alarms (and the watched model's errors)."""
+    started = time.perf_counter()
+    stream = make_stream(name, seed, every, stationary=stationary, width=width)
+    out: dict[str, Any] = {"stream": name, "seed": seed, "stationary": stationary,
+                           "n": len(stream.events), "changes": list(stream.changes),
+                           "width": stream.width, "model": stream.model, "detail": stream.detail}
+    if stream.kind == "data":
+        out["alarms"], out["alarmed_features"] = watch_features(stream)
+    else:
+        assert stream.model is not None
+        model, errors = make_model(stream.model), []
+        for x, y in stream.events:
+            errors.append(float(model.predict_one(x) != y))
+            model.learn_one(x, y)
+        out["alarms"] = watch_errors(errors)
+        out["error_rates"] = error_rates(errors, stream.changes, every)
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def error_rates(errors: list[float], changes: tuple[int, ...], every: int
+                ) -> dict[str, list[float]]:
+    """The watched model's error at the end of each concept and just after each change."""
+    ends = [*changes, len(errors)]
+    last = min(5_000, every)
+    first = min(2_000, every)
+    return {
+        f"last_{last}_of_concept": [statistics.fmean(errors[e - last:e]) for e in ends],
+        f"first_{first}_after_change": [statistics.fmean(errors[c:c + first]) for c in changes],
+    }
+
+
+def score(alarms: list[int], changes: list[int], width: int, n: int, tolerance: int
+          ) -> dict[str, Any]:
+    """Detections, delays, repeats and false alarms of one detector on one stream."""
+    windows = []
+    for k, c in enumerate(changes):
+        start = max(0, c - width // 2)
+        end = c + width // 2 + tolerance
+        if k + 1 < len(changes):
+            end = min(end, changes[k + 1] - width // 2)
+        windows.append((start, min(end, n)))
+    delays: list[int | None] = []
+    repeats = 0
+    attributed = set()
+    for (start, end), c in zip(windows, changes, strict=True):
+        inside = [t for t in alarms if start <= t < end]
+        attributed.update(inside)
+        delays.append(inside[0] - c if inside else None)
+        repeats += max(0, len(inside) - 1)
+    false = [t for t in alarms if t not in attributed]
+    return {"delays": delays, "repeats": repeats, "false_alarms": len(false),
+            "false_at_startup": sum(t < STARTUP for t in false),
+            "quiet_events": n - sum(end - start for start, end in windows)}
+
+
+def summarise(runs: list[dict[str, Any]], tolerance: int) -> list[dict[str, Any]]:
+    """Per stream and detector, over all seeds: the figures of the tables."""
+    rows = []
+    for name in STREAMS:
+        detectors = DATA_DETECTORS if name == "mean_shift" else CONCEPT_DETECTORS
+        changing = [r for r in runs if r["stream"] == name and not r["stationary"]]
+        still = [r for r in runs if r["stream"] == name and r["stationary"]]
+        if not changing and not still:
+            continue
+        for det in detectors:
+            scored = [score(r["alarms"][det], r["changes"], r["width"], r["n"], tolerance)
+                      for r in changing]
+            per_change = list(zip(*(s["delays"] for s in scored), strict=True))
+            delays = [d for s in scored for d in s["delays"] if d is not None]
+            changes = sum(len(s["delays"]) for s in scored)
+            quiet = sum(s["quiet_events"] for s in scored)
+            false = sum(s["false_alarms"] for s in scored)
+            still_events = sum(r["n"] for r in still)
+            still_alarms = sum(len(r["alarms"][det]) for r in still)
+            still_startup = sum(sum(t < STARTUP for t in r["alarms"][det]) for r in still)
+            rows.append({
+                "stream": name, "detector": det, "seeds": len(changing),
+                "changes": changes, "detected": len(delays), "missed": changes - len(delays),
+                "delay_mean": statistics.fmean(delays) if delays else None,
+                "delay_median": statistics.median(delays) if delays else None,
+                "repeats_per_change": sum(s["repeats"] for s in scored) / changes
+                if changes else None,
+                "false_alarms": false,
+                "false_at_startup": sum(s["false_at_startup"] for s in scored),
+                "false_per_100k": false / quiet * 1e5 if quiet else None,
+                "stationary_alarms": still_alarms,
+                "stationary_at_startup": still_startup,
+                "stationary_per_100k": still_alarms / still_events * 1e5 if still else None,
+                "per_change": [
+                    {"detected": sum(d is not None for d in ds), "of": len(ds),
+                     "delay_mean": statistics.fmean([d for d in ds if d is not None])
+                     if any(d is not None for d in ds) else None}
+                    for ds in per_change],
+            })
+    return rows
+
+
+def f(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def print_report(r: dict[str, Any]) -> None:
+    p = r["params"]
+    t = Table("stream", "detector", "detected", "delay mean", "delay median", "repeats/change",
+              "false alarms", "FA/100k", "FA/100k stationary",
+              title=f"Drift detection over {p['seeds']} seeds (tolerance {p['tolerance']:,} "
+                    f"events after a change; FA in parentheses: in the first {STARTUP:,} events)",
+              title_justify="left")
+    for row in r["summary"]:
+        t.add_row(row["stream"], row["detector"], f"{row['detected']}/{row['changes']}",
+                  f(row["delay_mean"]), f(row["delay_median"]), f(row["repeats_per_change"], 2),
+                  f"{row['false_alarms']} ({row['false_at_startup']})",
+                  f(row["false_per_100k"], 1),
+                  f"{f(row['stationary_per_100k'], 1)} ({row['stationary_at_startup']})")
+    console.print(t)
+    t = Table("stream", "detector", *(f"change {k}" for k in (1, 2, 3)),
+              title="Per change point: detected / changes, mean delay", title_justify="left")
+    for row in r["summary"]:
+        t.add_row(row["stream"], row["detector"],
+                  *(f"{c['detected']}/{c['of']}, {f(c['delay_mean'])}" for c in row["per_change"]))
+    console.print(t)
+    t = Table("stream", "model", "error at the end of each concept", "error just after each change",
+              title="The watched model's prequential error (mean over seeds)",
+              title_justify="left")
+    for name in CONCEPT_STREAMS:
+        runs = [x for x in r["runs"] if x["stream"] == name and not x["stationary"]]
+        if not runs:
+            continue
+        cols = []
+        for key in runs[0]["error_rates"]:
+            means = [statistics.fmean(v) for v in zip(*(x["error_rates"][key] for x in runs),
+                                                      strict=True)]
+            cols.append(" → ".join(f"{m:.3f}" for m in means) + f"  ({key.replace('_', ' ')})")
+        t.add_row(name, runs[0]["model"], *cols)
+    console.print(t)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--seeds", type=int, default=10, help="seeds (streams) per stream type")
+    p.add_argument("--every", type=int, default=25_000, help="events per concept (4 concepts)")
+    p.add_argument("--tolerance", type=int, default=5_000,
+                   help="events after a change (after a gradual switch) an alarm may come")
+    p.add_argument("--width", type=int, default=5_000, help="width of Hyperplane's switches")
+    p.add_argument("--streams", nargs="+", choices=STREAMS, default=list(STREAMS))
+    p.add_argument("--no-stationary", action="store_true",
+                   help="skip the streams without change (the false-alarm baseline)")
+    p.add_argument("--quick", action="store_true",
+                   help="3 seeds, 10,000 events per concept: a check that it runs (about 1 min)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON goes")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.every = 3, 10_000
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    r: dict[str, Any] = {
+        "timestamp": stamp,
+        "command": " ".join([".venv/bin/python", "bench/drift.py", *sys.argv[1:]]),
+        "params": {"seeds": args.seeds, "every": args.every, "tolerance": args.tolerance,
+                   "width": args.width, "streams": args.streams, "jobs": args.jobs,
+                   "stationary": not args.no_stationary, "startup": STARTUP},
+        "drift_settings": DriftSettings().model_dump(),
+        "environment": environment(),
+    }
+    # The slowest streams (Agrawal's generator, the Hoeffding tree) first: better packing.
+    order = {"agrawal": 0, "mean_shift": 1, "hyperplane": 2, "sea": 3}
+    jobs = sorted(((name, seed, stationary) for name in args.streams
+                   for seed in range(args.seeds)
+                   for stationary in ((False,) if args.no_stationary else (False, True))),
+                  key=lambda j: order[j[0]])
+    runs = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool, Progress(console=console) as bar:
+        task = bar.add_task(f"{len(jobs)} streams", total=len(jobs))
+        futures = [pool.submit(run, name, seed, args.every, stationary, args.width)
+                   for name, seed, stationary in jobs]
+        for future in as_completed(futures):
+            runs.append(future.result())
+            bar.advance(task)
+    runs.sort(key=lambda x: (STREAMS.index(x["stream"]), x["stationary"], x["seed"]))
+    r["summary"] = summarise(runs, args.tolerance)
+    r["runs"] = runs
+    r["environment"]["loadavg_end"] = list(os.getloadavg())
+    r["run_seconds"] = time.monotonic() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"drift-{stamp}.json"
+    path.write_text(json.dumps(r, indent=1) + "\n")
+    print_report(r)
+    console.print(f"{r['run_seconds']:.0f} s on {args.jobs} processes; results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
