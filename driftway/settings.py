@@ -223,6 +223,13 @@ class DriftSettings(BaseModel):
         1_000, ge=50, description="Reference and current window of the per-feature tests.")
     data_check_every: int = Field(
         250, ge=1, description="Events between two rounds of per-feature tests.")
+    data_warmup: int = Field(
+        1_000, ge=0, description="Events skipped before the reference window fills (start-up "
+        "transients, such as every entity being new, are not the reference).")
+    ignore_features: list[str] = Field(
+        default_factory=lambda: ["entity.events"],
+        description="Features not watched for data drift (shell patterns). entity.events counts "
+        "each entity's events, so it grows by construction.")
     numeric_test: Literal["ks", "psi"] = Field(
         "ks", description="Two-sample test of numeric features: Kolmogorov-Smirnov or PSI.")
     false_alarms_per_100k: float = Field(

@@ -20,6 +20,7 @@ import signal
 import threading
 from collections import deque
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 
 from confluent_kafka import Consumer, KafkaError, Message
 from pydantic import ValidationError
@@ -54,22 +55,43 @@ def prediction_features(served: Served) -> dict[str, float]:
 
 
 class ModelMonitors:
-    """The data and prediction monitors of one model, and where recent events came from."""
+    """The data and prediction monitors of one model, and where recent events came from.
+
+    Prediction drift compares the answers of one champion: when the champion changes (a deploy,
+    a promotion, or a newly learned version under auto_update), its reference starts again —
+    a model that learns changes its answers by design, and that is not an alarm.
+    """
 
     def __init__(self, settings: DriftSettings) -> None:
-        common = {"window": settings.data_window, "check_every": settings.data_check_every,
-                  "false_alarms_per_100k": settings.false_alarms_per_100k,
-                  "numeric_test": settings.numeric_test}
-        self.data = DataDriftMonitor(kind="data", **common)  # type: ignore[arg-type]
-        self.prediction = DataDriftMonitor(kind="prediction", **common)  # type: ignore[arg-type]
+        self.settings = settings
+        self.data = self._monitor("data")
+        self.prediction = self._monitor("prediction")
+        self.champion: str | None = None
         self.n = 0
         # (partition, offset, event id) of the last events: to name where a change began.
         self.recent: deque[tuple[int, int, str]] = deque(maxlen=4 * settings.data_window)
 
+    def _monitor(self, kind: str) -> DataDriftMonitor:
+        s = self.settings
+        return DataDriftMonitor(kind=kind, window=s.data_window,  # type: ignore[arg-type]
+                                check_every=s.data_check_every,
+                                false_alarms_per_100k=s.false_alarms_per_100k,
+                                numeric_test=s.numeric_test)
+
+    def watched(self, features: dict[str, float]) -> dict[str, float]:
+        ignore = self.settings.ignore_features
+        return {k: v for k, v in features.items()
+                if not any(fnmatchcase(k, pattern) for pattern in ignore)}
+
     def update(self, served: Served, partition: int, offset: int) -> list[Alarm]:
         self.n += 1
         self.recent.append((partition, offset, served.event_id))
-        return [*self.data.update(served.features),
+        if self.n <= self.settings.data_warmup:
+            return []
+        if served.champion != self.champion:
+            self.champion = served.champion
+            self.prediction = self._monitor("prediction")
+        return [*self.data.update(self.watched(served.features)),
                 *self.prediction.update(prediction_features(served))]
 
     def where(self, index: int) -> tuple[int, int, str] | None:
