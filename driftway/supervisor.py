@@ -87,11 +87,16 @@ class Stack:
         return self
 
     def spawn(self, name: str) -> subprocess.Popen[bytes]:
-        """Start (or start again) one process of the stack, appending to its log."""
+        """Start (or start again) one process of the stack, appending to its log.
+
+        `name` is a process of PROCESSES, or `<process>-<n>` for another replica of it (the faust
+        processors scale out by partitions: replicas share the work of one consumer group).
+        """
+        kind = name if name in PROCESSES else name.rsplit("-", 1)[0]
         logfile: IO[bytes] = (self.log_dir / f"{name}.log").open("ab")
         try:
             self.children[name] = subprocess.Popen(
-                [sys.executable, "-m", "driftway.cli", *PROCESSES[name]],
+                [sys.executable, "-m", "driftway.cli", *PROCESSES[kind]],
                 env=self._env, stdout=logfile, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
@@ -99,8 +104,9 @@ class Stack:
         return self.children[name]
 
     def kill(self, name: str) -> None:
-        """SIGKILL one process and what it started (a crash, for tests and drills)."""
-        proc = self.children[name]
+        """SIGKILL one process and what it started (a crash, for tests and drills); it leaves the
+        stack (``spawn`` starts it again)."""
+        proc = self.children.pop(name)
         _kill_tree(proc.pid)
         proc.wait()
         if name == "sink":
@@ -159,7 +165,8 @@ class Stack:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop processors, then the sink, then the broker; kill whatever outlives `timeout`."""
-        order = [n for n in PROCESSES if n in self.children]
+        order = [n for kind in PROCESSES for n in self.children
+                 if n == kind or n.rsplit("-", 1)[0] == kind]
         for group in (order[:-1], order[-1:]):
             procs = [self.children[n] for n in group]
             for proc in procs:

@@ -1,0 +1,68 @@
+"""Scale-out on one machine: three scoring workers share a six-partition topic; one is killed
+mid-stream; every event still gets exactly one prediction row."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from driftway.kafka import client_config
+from driftway.query import query
+from driftway.sdk import EventProducer
+from driftway.settings import KafkaSettings, Settings
+from driftway.supervisor import Stack
+from tests.integration.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def scoring_members(settings: Settings) -> tuple[str, int]:
+    """(state, members) of the scoring consumer group."""
+    group = f"{settings.app_id}-scoring"
+    admin = AdminClient(client_config(settings))
+    try:
+        d = admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=10)
+    except Exception:
+        return "unknown", 0
+    return str(d.state.name), len(d.members)
+
+
+def test_three_scoring_workers_lose_one_and_every_event_is_scored_once(
+    stack_settings: Settings,
+) -> None:
+    settings = stack_settings.model_copy(update={"kafka": KafkaSettings(
+        bootstrap_servers=stack_settings.kafka.bootstrap_servers, local_broker=False,
+        partitions=6)})
+    n = 6000
+    with Stack(settings) as stack:
+        stack.spawn("scoring-2")
+        stack.spawn("scoring-3")
+        stack.wait_until_serving()
+        wait_for(lambda: scoring_members(settings), lambda s: s == ("STABLE", 3), 90,
+                 "three scoring members")
+        sdk = EventProducer(settings)
+        rebalance_s = None
+        for i in range(n):
+            sdk.send_event({"event_id": f"s-{i}", "entity_id": f"u{i % 97}",
+                            "ts": 1_767_225_600_000 + i, "data": {"x": float(i % 13)}})
+            if i % 200 == 199:
+                sdk.flush()
+                time.sleep(0.1)
+            if i == n // 3:
+                sdk.flush()
+                stack.kill("scoring-2")
+                killed = time.monotonic()
+                wait_for(lambda: scoring_members(settings), lambda s: s == ("STABLE", 2), 60,
+                         "the group back to stable with two members")
+                rebalance_s = time.monotonic() - killed
+        sdk.flush()
+        rows = wait_for(lambda: query(settings, "SELECT count(), uniqExact(event_id) "
+                                                "FROM predictions").rows[0],
+                        lambda r: list(r) == [n, n], 120, "one prediction row per event")
+        partitions = query(settings, "SELECT count(DISTINCT _partition) FROM predictions").rows
+        stack.check()
+    assert list(rows) == [n, n] and partitions == [[6]]
+    assert rebalance_s is not None
+    print(f"rebalance after kill -9 of one of three scoring workers: {rebalance_s:.1f} s")
