@@ -303,7 +303,8 @@ class Settings(BaseSettings):
     """All of Driftway's settings. Frozen: build once, pass in."""
 
     model_config = SettingsConfigDict(
-        env_prefix="DRIFTWAY_", env_nested_delimiter="__", frozen=True, extra="forbid"
+        env_prefix="DRIFTWAY_", env_nested_delimiter="__", frozen=True, extra="forbid",
+        hide_input_in_errors=True,  # errors must not echo a DSN or a password
     )
 
     state_dir: Path = Field(

@@ -52,6 +52,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         value = getattr(settings, secret)
         if value is not None:
             data[secret] = value.get_secret_value()
+    if settings.kafka.sasl_password is not None:
+        data["kafka"]["sasl_password"] = settings.kafka.sasl_password.get_secret_value()
     data["state_dir"] = str(settings.state_dir.resolve())
     for name, value in data.items():
         if value is None:

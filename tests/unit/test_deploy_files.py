@@ -1,14 +1,19 @@
 """The production deployment files, checked by parsing them (no Docker, no network).
 
 docker-compose.yml must use the official Kafka and ClickHouse images, run only real ``driftway``
-sub-commands, and set only real Driftway settings; deploy/Dockerfile must build the package.
+sub-commands, and set only real Driftway settings; deploy/Dockerfile must build the package; the
+Grafana dashboard's SQL must run on the monitoring tables (on the embedded engine); the
+Kubernetes manifests in deploy/k8s/ must run one learner, several scoring replicas, and take
+their settings from a ConfigMap and their secrets from a Secret.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import tomllib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +22,22 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from driftway.settings import Settings
+from driftway.settings import Settings, load_settings, setting_env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+GRAFANA = ROOT / "deploy" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "driftway.json"
+DATASOURCE = GRAFANA / "provisioning" / "datasources" / "clickhouse.yaml"
+DASHBOARD_PROVIDER = GRAFANA / "provisioning" / "dashboards" / "driftway.yaml"
+K8S = ROOT / "deploy" / "k8s"
+
+#: The settings that are secrets: in the k8s Secret, never in the ConfigMap.
+SECRET_SETTINGS = {"DRIFTWAY_CLICKHOUSE_DSN", "DRIFTWAY_SIGNING_KEY",
+                   "DRIFTWAY_KAFKA__SASL_PASSWORD"}
+#: Environment names a Driftway container may set besides the settings.
+OTHER_ENV = {"PYTHONHASHSEED"}
 
 # ${VAR}, ${VAR:-default}, ${VAR:?error}... as Compose interpolates them.
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}")
@@ -73,6 +89,23 @@ def driftway_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str
     }
     assert found, "no Driftway services in docker-compose.yml"
     return found
+
+
+def _assert_cli_command(where: str, command: Any) -> None:
+    """`command` runs a real `driftway` sub-command (not a group), in exec form."""
+    from driftway.cli import cli  # imported here: a missing CLI fails only these tests
+
+    assert isinstance(command, list), f"{where}: command must be an exec-form list"
+    assert command[0] == "driftway", where
+    cmd: click.Command = cli
+    path = ["driftway"]
+    for token in command[1:]:
+        if token.startswith("-") or not isinstance(cmd, click.Group):
+            break
+        assert token in cmd.commands, f"{where}: no `{' '.join(path)} {token}` command"
+        cmd = cmd.commands[token]
+        path.append(token)
+    assert not isinstance(cmd, click.Group), f"{where}: `{' '.join(path)}` is a group"
 
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:
@@ -135,7 +168,8 @@ def test_clickhouse_uses_the_official_image(services):
 
 
 def test_driftway_services_build_the_image_and_wait_for_their_dependencies(driftway_services):
-    assert set(driftway_services) >= {"topics", "features", "scoring", "sink"}
+    assert set(driftway_services) >= {"topics", "features", "scoring", "feedback", "learner",
+                                      "drift", "sink"}
     for name, svc in driftway_services.items():
         build = svc["build"]
         assert build["context"] == ".", name
@@ -180,21 +214,347 @@ def test_driftway_env_values_are_valid_settings(compose, monkeypatch):
 
 
 def test_driftway_commands_exist_in_the_cli(driftway_services):
-    from driftway.cli import cli  # imported here: a missing CLI fails only this test
-
     for name, svc in driftway_services.items():
-        command = svc["command"]
-        assert isinstance(command, list), f"{name}: command must be an exec-form list"
-        assert command[0] == "driftway", name
-        cmd: click.Command = cli
-        path = ["driftway"]
-        for token in command[1:]:
-            if token.startswith("-") or not isinstance(cmd, click.Group):
-                break
-            assert token in cmd.commands, f"{name}: no `{' '.join(path)} {token}` command"
-            cmd = cmd.commands[token]
-            path.append(token)
-        assert not isinstance(cmd, click.Group), f"{name}: `{' '.join(path)}` is a group"
+        _assert_cli_command(name, svc["command"])
+
+
+def test_every_driftway_process_runs_in_compose(driftway_services):
+    from driftway.supervisor import PROCESSES
+
+    commands = {tuple(svc["command"][1:]) for svc in driftway_services.values()}
+    missing = {name for name, args in PROCESSES.items() if tuple(args) not in commands}
+    assert not missing, f"processes without a compose service: {sorted(missing)}"
+
+
+def _replicas(svc: dict[str, Any]) -> int:
+    return int(svc.get("deploy", {}).get("replicas", 1))
+
+
+def test_scoring_scales_and_learner_and_drift_run_once(compose, driftway_services):
+    partitions = int(compose["x-driftway-env"]["DRIFTWAY_KAFKA__PARTITIONS"])
+    scoring = driftway_services["scoring"]
+    assert 1 < _replicas(scoring) <= partitions, "every scoring replica must get partitions"
+    assert not scoring.get("volumes"), "scoring replicas must not share a state volume"
+    assert "container_name" not in scoring, "a fixed container name prevents replicas"
+    for name in ("learner", "drift"):
+        assert driftway_services[name]["deploy"]["replicas"] == 1, name
+
+
+# --- Grafana ------------------------------------------------------------------------------------
+
+#: The ClickHouse data source plugin's macros (grafana-clickhouse-datasource pkg/macros), expanded
+#: as the plugin does for a time range of one day either side of now and a 60 s interval.
+_NOW = datetime.now(UTC).replace(microsecond=0)
+_FROM = int((_NOW - timedelta(days=1)).timestamp())
+_TO = int((_NOW + timedelta(days=1)).timestamp())
+_MACROS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\$__timeFilter\(([^)]+)\)"),
+     rf"\1 >= toDateTime({_FROM}) AND \1 <= toDateTime({_TO})"),
+    (re.compile(r"\$__timeInterval\(([^)]+)\)"),
+     r"toStartOfInterval(toDateTime(\1), INTERVAL 60 second)"),
+    (re.compile(r"\$__interval_s\b"), "60"),
+    (re.compile(r"\$__fromTime\b"), f"toDateTime({_FROM})"),
+    (re.compile(r"\$__toTime\b"), f"toDateTime({_TO})"),
+]
+
+
+def _expand_macros(sql: str) -> str:
+    for pattern, replacement in _MACROS:
+        sql = pattern.sub(replacement, sql)
+    return sql
+
+
+def _dashboard_queries() -> dict[str, str]:
+    """Every SQL query of the dashboard: panels' targets and annotations, by a readable name."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries: dict[str, str] = {}
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            queries[f"panel {panel['id']} {panel['title']!r} {target['refId']}"] = (
+                target["rawSql"])
+    for annotation in dashboard["annotations"]["list"]:
+        if "target" in annotation:
+            queries[f"annotation {annotation['name']!r}"] = annotation["target"]["rawSql"]
+    return queries
+
+
+def _grafana_expand(value: str, env: dict[str, str]) -> str:
+    """$NAME and ${NAME} in a provisioning file, as Grafana expands them from its environment."""
+    return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: env[m[1]], value)
+
+
+def _mounts(svc: dict[str, Any]) -> dict[str, str]:
+    """A service's bind mounts: container path -> repository path."""
+    mounts = {}
+    for volume in svc.get("volumes", []):
+        source, target, *_ = volume.split(":")
+        if source.startswith("./"):
+            mounts[target] = source[2:]
+    return mounts
+
+
+def test_grafana_is_pinned_and_installs_the_clickhouse_plugin(services):
+    grafana = services["grafana"]
+    image, _, tag = grafana["image"].partition(":")
+    assert image == "grafana/grafana"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", tag), "pin a Grafana release"
+    env = _environment(grafana)
+    plugins = env.get("GF_PLUGINS_PREINSTALL", "") or env.get("GF_INSTALL_PLUGINS", "")
+    assert re.search(r"(^|,)grafana-clickhouse-datasource[@ ]\d+\.\d+\.\d+", plugins), (
+        "install the official ClickHouse data source plugin, at a pinned version")
+    assert "3000:3000" in grafana["ports"]
+    assert grafana["depends_on"]["clickhouse"]["condition"] == "service_healthy"
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]*\}",
+                        env["GF_SECURITY_ADMIN_PASSWORD"])
+    mounts = _mounts(grafana)
+    assert mounts["/etc/grafana/provisioning"] == "deploy/grafana/provisioning"
+    for source in mounts.values():
+        assert (ROOT / source).exists(), source
+
+
+def test_grafana_data_source_logs_in_as_driftway_read_only(services):
+    grafana, clickhouse = _environment(services["grafana"]), _environment(services["clickhouse"])
+    [source] = yaml.safe_load(DATASOURCE.read_text())["datasources"]
+    assert source["type"] == "grafana-clickhouse-datasource"
+    assert source["editable"] is False
+    data = source["jsonData"]
+    assert data["host"] in services and data["host"] == "clickhouse"
+    assert data["protocol"] == "native" and data["port"] == 9000
+    assert data["defaultDatabase"] == clickhouse["CLICKHOUSE_DB"] == Settings().clickhouse_database
+    # The same user and password as ClickHouse (and Driftway's DSN), from the environment.
+    assert _grafana_expand(data["username"], grafana) == clickhouse["CLICKHOUSE_USER"]
+    password = source["secureJsonData"]["password"]
+    assert password.startswith("$"), "the password comes from the environment"
+    assert _grafana_expand(password, grafana) == clickhouse["CLICKHOUSE_PASSWORD"]
+    # Every query read-only and deduplicated, as `driftway query` runs them.
+    from consumers.clickhouse import READ_ONLY
+
+    custom = {s["setting"]: s["value"] for s in data["customSettings"]}
+    assert custom == {k: str(v) for k, v in READ_ONLY.items()}
+
+
+def test_dashboard_is_provisioned_from_the_mounted_folder(services):
+    [provider] = yaml.safe_load(DASHBOARD_PROVIDER.read_text())["providers"]
+    assert provider["type"] == "file"
+    assert _mounts(services["grafana"])[provider["options"]["path"]] == "deploy/grafana/dashboards"
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"]
+    [source] = yaml.safe_load(DATASOURCE.read_text())["datasources"]
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == source["uid"], panel["title"]
+            assert target["editorType"] == "sql", panel["title"]
+            # The plugin's formats: 0 time series (a long frame made wide, one line per
+            # label), 1 table.
+            assert target["format"] == (0 if panel["type"] == "timeseries" else 1), panel["title"]
+    for key in ("id", "title"):
+        values = [panel[key] for panel in dashboard["panels"]]
+        assert len(values) == len(set(values)), f"panel {key}s must be unique"
+
+
+def test_dashboard_covers_the_monitoring_tables():
+    sql = "\n".join(_dashboard_queries().values())
+    tables = set(re.findall(r"\bdriftway\.(\w+)", sql))
+    assert tables >= {"predictions", "metrics", "drift_events", "deployments", "dead_letters",
+                      "feedback"}
+    for quantile in ("0.5", "0.95", "0.99"):
+        assert f"quantile({quantile})(latency_ms)" in sql
+    for metric in ("'accuracy'", "'log_loss'"):
+        assert metric in sql
+
+
+def _sample_rows(client: Any, db: str) -> None:
+    """One or two rows in every table the dashboard reads, inside its time range."""
+    now = _NOW
+    offsets = {"_topic": "t", "_partition": 0}
+
+    def insert(table: str, rows: list[dict[str, Any]]) -> None:
+        columns = [*rows[0], *offsets, "_offset"]
+        data = [[*row.values(), *offsets.values(), i] for i, row in enumerate(rows)]
+        client.insert(f"{db}.{table}", data, column_names=columns)
+
+    v1, v2 = "a" * 64, "b" * 64
+    insert("predictions", [
+        {"event_id": f"e{i}", "entity_id": "u", "ts": now, "model": "default", "version": v,
+         "prediction": "true", "score": 0.7, "shadow_scores": {}, "explanation": "[]",
+         "latency_ms": 1.0 + i, "received_at": now, "predicted_at": now}
+        for i, v in enumerate((v1, v1, v2))])
+    insert("metrics", [
+        {"ts": now, "model": "default", "version": v, "metric": metric, "value": 0.5,
+         "window": 1000, "examples": 100}
+        for v in (v1, v2) for metric in ("accuracy", "log_loss")])
+    insert("deployments", [
+        {"ts": now, "model": "default", "version": v2, "champion": v2, "shadows": [v1],
+         "action": "promote", "previous": v1, "reason": "challenger won", "by": "learner"}])
+    insert("drift_events", [
+        {"ts": now, "kind": "data", "detector": "ks", "model": "default", "version": v1,
+         "feature": "amount", "statistic": 0.4, "threshold": 0.1, "p_value": 0.001,
+         "event_id": "e1", "source": "driftway.served", "source_partition": 0,
+         "source_offset": 7, "change_point": 3, "detail": ""}])
+    insert("dead_letters", [
+        {"ts": now, "processor": "features", "source_topic": "driftway.raw",
+         "source_partition": 0, "source_offset": 1, "key": None, "error": "invalid RawEvent",
+         "payload": "{"}])
+    insert("feedback", [
+        {"ts": now, "event_id": "e2", "outcome": "unlabelled", "model": "default",
+         "version": v1, "waited_s": 600.0}])
+
+
+def test_dashboard_sql_runs_on_the_monitoring_tables(embedded_settings: Settings):
+    """Every panel's and annotation's query, macros expanded as the plugin does, runs on the
+    embedded engine against our DDL (in a database of its own) and finds the sample rows."""
+    from consumers.clickhouse import connect, ensure_schema, run_query
+
+    db = "grafana_dashboard"
+    client = connect(embedded_settings)
+    ensure_schema(client, db)
+    _sample_rows(client, db)
+    queries = _dashboard_queries()
+    assert len(queries) >= 10
+    for name, sql in queries.items():
+        expanded = _expand_macros(sql).replace("driftway.", f"{db}.")
+        assert "$" not in expanded, f"{name}: a macro the test does not know: {expanded}"
+        try:
+            result = run_query(client, expanded, db)
+        except Exception as exc:  # the engine's message says what is wrong with the SQL
+            pytest.fail(f"{name} fails on ClickHouse: {exc}\n{expanded}")
+        assert result.rows, f"{name} finds none of the sample rows:\n{expanded}"
+
+
+# --- Kubernetes (deploy/k8s) --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def manifests() -> dict[str, list[dict[str, Any]]]:
+    """Every manifest file's documents, by file name."""
+    found = {path.name: [d for d in yaml.safe_load_all(path.read_text()) if d]
+             for path in sorted(K8S.glob("*.yaml"))}
+    assert found, "no manifests in deploy/k8s"
+    return found
+
+
+@pytest.fixture(scope="module")
+def resources(manifests) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every Kubernetes object, by (kind, name)."""
+    objects = {}
+    for docs in manifests.values():
+        for doc in docs:
+            if doc["kind"] == "Kustomization":
+                continue
+            key = (doc["kind"], doc["metadata"]["name"])
+            assert key not in objects, f"{key} defined twice"
+            objects[key] = doc
+    return objects
+
+
+def _one(resources, kind: str) -> dict[str, Any]:
+    [found] = [doc for (k, _), doc in resources.items() if k == kind]
+    return found
+
+
+def _workloads(resources) -> dict[str, dict[str, Any]]:
+    return {name: doc for (kind, name), doc in resources.items()
+            if kind in ("Deployment", "StatefulSet", "Job")}
+
+
+def _containers(resources) -> list[tuple[str, dict[str, Any]]]:
+    """(where, container) of every container and init container of every workload."""
+    found = []
+    for name, doc in _workloads(resources).items():
+        pod = doc["spec"]["template"]["spec"]
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            found.append((f"{name}/{container['name']}", container))
+    return found
+
+
+def _deployment_of(resources, command: list[str]) -> dict[str, Any]:
+    [found] = [doc for doc in _workloads(resources).values() if doc["kind"] != "Job"
+               and doc["spec"]["template"]["spec"]["containers"][0]["command"] == command]
+    return found
+
+
+def test_manifests_are_namespace_agnostic_and_all_in_the_kustomization(manifests, resources):
+    [kustomization] = manifests["kustomization.yaml"]
+    assert sorted(kustomization["resources"]) == sorted(set(manifests) - {"kustomization.yaml"})
+    assert "namespace" not in kustomization
+    for (kind, name), doc in resources.items():
+        assert "namespace" not in doc["metadata"], f"{kind}/{name} names a namespace"
+
+
+def test_k8s_commands_exist_in_the_cli(resources):
+    for where, container in _containers(resources):
+        _assert_cli_command(where, container["command"])
+
+
+def test_every_driftway_process_runs_in_k8s(resources):
+    from driftway.supervisor import PROCESSES
+
+    for args in PROCESSES.values():
+        _deployment_of(resources, ["driftway", *args])  # exactly one Deployment each
+    [job] = [doc for doc in _workloads(resources).values() if doc["kind"] == "Job"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["driftway", "topics"]
+
+
+def test_learner_is_one_and_never_two(resources):
+    learner = _deployment_of(resources, ["driftway", "learner"])
+    assert learner["spec"]["replicas"] == 1
+    if learner["kind"] == "Deployment":
+        assert learner["spec"]["strategy"]["type"] == "Recreate"
+    drift = _deployment_of(resources, ["driftway", "drift"])
+    assert drift["spec"]["replicas"] == 1
+    assert drift["spec"]["strategy"]["type"] == "Recreate"
+    autoscaled = {doc["spec"]["scaleTargetRef"]["name"] for (kind, _), doc in resources.items()
+                  if kind == "HorizontalPodAutoscaler"}
+    assert learner["metadata"]["name"] not in autoscaled
+    assert drift["metadata"]["name"] not in autoscaled
+
+
+def test_scoring_scales_within_the_partitions(resources):
+    scoring = _deployment_of(resources, ["driftway", "worker", "scoring"])
+    assert scoring["spec"]["replicas"] > 1
+    partitions = int(_one(resources, "ConfigMap")["data"]["DRIFTWAY_KAFKA__PARTITIONS"])
+    assert scoring["spec"]["replicas"] <= partitions
+    for (kind, _), doc in resources.items():
+        if kind == "HorizontalPodAutoscaler":
+            assert doc["spec"]["scaleTargetRef"]["name"] == scoring["metadata"]["name"]
+            assert 1 < doc["spec"]["minReplicas"] <= doc["spec"]["maxReplicas"] <= partitions
+
+
+def test_pods_take_settings_from_the_configmap_and_secrets_from_the_secret(resources):
+    config, secret = _one(resources, "ConfigMap"), _one(resources, "Secret")
+    assert secret["type"] == "Opaque" and "data" not in secret
+    names = setting_env_names()
+    unknown = (set(config["data"]) | set(secret["stringData"])) - names
+    assert not unknown, f"not Driftway settings: {sorted(unknown)}"
+    assert not set(config["data"]) & SECRET_SETTINGS, "secrets belong in the Secret"
+    assert set(secret["stringData"]) <= SECRET_SETTINGS, "only secrets in the Secret"
+    assert {"DRIFTWAY_CLICKHOUSE_DSN", "DRIFTWAY_SIGNING_KEY"} <= set(secret["stringData"])
+    for where, container in _containers(resources):
+        sources = {(next(iter(ref)), ref[next(iter(ref))]["name"])
+                   for ref in container["envFrom"]}
+        assert sources == {("configMapRef", config["metadata"]["name"]),
+                           ("secretRef", secret["metadata"]["name"])}, where
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert env.get("PYTHONHASHSEED") == "0", where
+        assert set(env) - names <= OTHER_ENV, f"{where}: not settings: {set(env) - names}"
+        assert not set(env) & SECRET_SETTINGS, f"{where}: a secret in plain env"
+        resources_ = container["resources"]
+        assert resources_["requests"]["cpu"] and resources_["requests"]["memory"], where
+        assert resources_["limits"]["memory"], where
+        assert container["image"].split(":")[0].endswith("driftway"), where
+
+
+def test_configmap_and_secret_build_valid_settings(resources, monkeypatch):
+    config, secret = _one(resources, "ConfigMap"), _one(resources, "Secret")
+    for key in setting_env_names():
+        monkeypatch.delenv(key, raising=False)
+    for key, value in {**config["data"], **secret["stringData"]}.items():
+        monkeypatch.setenv(key, str(value))
+    settings = load_settings()
+    assert settings.kafka.local_broker is False
+    assert not settings.embedded_clickhouse
+    assert settings.signing_key is not None
+    assert settings.kafka.uses_sasl == ("DRIFTWAY_KAFKA__SASL_PASSWORD" in secret["stringData"])
 
 
 # --- deploy/Dockerfile -----------------------------------------------------------------------

@@ -299,3 +299,16 @@ def test_every_security_setting_has_an_environment_name():
     for field in ("SECURITY_PROTOCOL", "SASL_MECHANISM", "SASL_USERNAME", "SASL_PASSWORD",
                   "SSL_CAFILE", "SSL_CERTFILE", "SSL_KEYFILE", "SSL_CHECK_HOSTNAME"):
         assert f"DRIFTWAY_KAFKA__{field}" in names
+
+
+def test_a_settings_error_never_echoes_the_dsn_or_a_password() -> None:
+    from pydantic import ValidationError
+
+    from driftway.settings import Settings
+
+    try:
+        Settings(clickhouse_dsn="ftp://user:hunter2-secret@host", signing_key="x")
+    except ValidationError as exc:
+        assert "hunter2-secret" not in str(exc)
+    else:
+        raise AssertionError("a bad DSN must be refused")
