@@ -67,7 +67,7 @@ BLOCK = 1_000  # the JSON keeps the accuracy of each block of this many events
 COLORS = {"static": "tab:gray", "driftway": "tab:blue", "driftway-no-policy": "tab:cyan",
           "arf": "tab:orange"}
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 180)
 
 
 def run_static(stream: Stream) -> np.ndarray:
@@ -149,7 +149,12 @@ def summarise_run(r: dict[str, Any]) -> dict[str, Any]:
         ends = [*changes[1:], n]
         count = {k: sum(a["action"] == k for a in acts)
                  for k in ("shadow", "promote", "rollback", "drop", "retire")}
-        count["drift"] = sum(a["action"] == "drift" and a["champion"] for a in acts)
+        alarms = [a["at"] for a in acts if a["action"] == "drift" and a["champion"]]
+        started = {a["at"] for a in acts if a["action"] == "shadow"}
+        count["drift"] = len(alarms)
+        # A champion alarm while a challenger is judged or a promotion is on probation.
+        count["ignored"] = sum(at not in started for at in alarms) if r["contender"] == \
+            "driftway" else 0
         alarm, promote = [], []
         for c, end in zip(changes, ends, strict=True):
             start = c - width // 2
@@ -212,7 +217,7 @@ def print_report(r: dict[str, Any]) -> None:
                   f"{row['accuracy']:.3f} ± {row['accuracy_sd']:.3f}",
                   *(f"{a:.3f}" for a in after), f"{statistics.fmean(after):.3f}")
     console.print(t)
-    t = Table("stream", "contender", "champion alarms", "challengers", "promotions",
+    t = Table("stream", "contender", "champion alarms", "ignored", "challengers", "promotions",
               "rollbacks", "dropped", "first alarm after change", "first promotion after change",
               title="Driftway's policy per stream (mean per seed; delays in served events, "
                     "found/seeds per change)", title_justify="left")
@@ -220,7 +225,8 @@ def print_report(r: dict[str, Any]) -> None:
         if "counts" not in row:
             continue
         c = row["counts"]
-        t.add_row(row["stream"], row["contender"], f(c["drift"], 1), f(c["shadow"], 1),
+        t.add_row(row["stream"], row["contender"], f(c["drift"], 1), f(c["ignored"], 1),
+                  f(c["shadow"], 1),
                   f(c["promote"], 1), f(c["rollback"], 1), f(c["drop"], 1),
                   "  ".join(f"{f(d)} ({k})" for d, k in zip(row["alarm_delay"],
                                                             row["alarm_delay_found"],
@@ -264,7 +270,8 @@ def plot(runs: list[dict[str, Any]], seed: int, out: Path) -> list[Path]:
 
 def _draw(ax: Any, runs: list[dict[str, Any]], name: str) -> None:
     first = runs[0]
-    for r in sorted(runs, key=lambda r: CONTENDERS.index(r["contender"])):
+    drawn = ("static", "arf", "driftway-no-policy", "driftway")  # Driftway's on top
+    for r in sorted(runs, key=lambda r: drawn.index(r["contender"])):
         rolling = np.convolve(r["correct"], np.ones(ROLLING) / ROLLING, mode="valid")
         x = np.arange(ROLLING - 1, ROLLING - 1 + len(rolling))
         ax.plot(x, rolling, color=COLORS[r["contender"]], lw=1.1 if r["contender"] != "driftway"
@@ -278,7 +285,8 @@ def _draw(ax: Any, runs: list[dict[str, Any]], name: str) -> None:
     if driftway is not None:
         marks = {"drift": ("v", "tab:red", "Driftway: drift alarm (champion)", 1.01),
                  "promote": ("^", "tab:green", "Driftway: promotion", 0.985),
-                 "rollback": ("x", "tab:purple", "Driftway: rollback", 0.985)}
+                 "rollback": ("x", "tab:purple", "Driftway: rollback", 0.985),
+                 "drop": ("x", "tab:gray", "Driftway: challenger dropped", 0.985)}
         for kind, (marker, color, label, y) in marks.items():
             at = [a["at"] for a in driftway["actions"]
                   if a["action"] == kind and a.get("champion", True)]

@@ -11,11 +11,11 @@ Concept streams: the model that suits the stream (``bench.streams.MODEL``) learn
 prequentially (predict, then learn, no label delay, never reset), and every detector watches
 its 0/1 error stream, the same for all:
 
-- ``driftway``: Driftway's ``ConceptDriftDetector`` with ``DriftSettings()`` defaults (ADWIN
-  with River's default delta, warm-up 200, cooldown 1,000), built as the learner builds it;
-- ``driftway+rise``: the same, plus the learner's rule that drops an alarm when the errors after
-  the estimated change point are not higher than before it (``Learner._watch``): what the
-  learner actually reports as a drift event;
+- ``driftway-detector``: Driftway's ``ConceptDriftDetector`` with ``DriftSettings()`` defaults
+  (ADWIN with River's default delta, warm-up 200, cooldown 1,000), as the learner builds it;
+- ``driftway-learner``: the same, plus the learner's rule that drops an alarm when the errors
+  after the estimated change point are not higher than before it (``Learner._watch``): what
+  the learner actually reports as a drift event and acts on;
 - ``river_adwin`` and ``river_ddm``: River's ``ADWIN()`` and ``DDM()``, defaults, every
   ``drift_detected`` an alarm.
 
@@ -26,10 +26,11 @@ every 250 events, 1 false alarm per 100,000 events budgeted); ``river_adwin`` is
 features at the same event count once).
 
 Scoring, per change point ``c`` (the centre of a gradual switch of width ``w``): its window is
-[c - w/2, c + w/2 + tolerance), cut at the next window and at the end of the stream. The first
-alarm in the window detects the change, with delay = alarm - c (negative when a gradual switch
-is caught before its centre); no alarm in it is a miss; later alarms in it are repeats. Alarms
-outside every window are false alarms, per 100,000 events outside the windows.
+[c - w, c + w/2 + tolerance) (at c - w, 1.8 % of the events are of the new concept; at
+c + w/2, 88 %), cut at the next window and at the end of the stream. The first alarm in the
+window detects the change, with delay = alarm - c (negative when a gradual switch is caught
+before its centre); no alarm in it is a miss; later alarms in it are repeats. Alarms outside
+every window are false alarms, per 100,000 events outside the windows.
 
 Prints tables and writes bench/results/drift-<timestamp>.json. See bench/README.md.
 """
@@ -65,11 +66,11 @@ from driftway.settings import DriftSettings
 from streams.drift import ModelMonitors
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-CONCEPT_DETECTORS = ("driftway", "driftway+rise", "river_adwin", "river_ddm")
+CONCEPT_DETECTORS = ("driftway-detector", "driftway-learner", "river_adwin", "river_ddm")
 DATA_DETECTORS = ("driftway", "river_adwin")
 STARTUP = 5_000  # false alarms in the first events are counted apart too: the model is learning
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 180)
 
 
 class RisingErrors:
@@ -111,9 +112,9 @@ def watch_errors(errors: list[float]) -> dict[str, list[int]]:
     alarms: dict[str, list[int]] = {name: [] for name in CONCEPT_DETECTORS}
     for t, e in enumerate(errors):
         if driftway.update(e) is not None:
-            alarms["driftway"].append(t)
+            alarms["driftway-detector"].append(t)
         if rise.update(e):
-            alarms["driftway+rise"].append(t)
+            alarms["driftway-learner"].append(t)
         adwin.update(e)
         if adwin.drift_detected:
             alarms["river_adwin"].append(t)
@@ -186,10 +187,10 @@ def score(alarms: list[int], changes: list[int], width: int, n: int, tolerance: 
     """Detections, delays, repeats and false alarms of one detector on one stream."""
     windows = []
     for k, c in enumerate(changes):
-        start = max(0, c - width // 2)
+        start = max(0, c - width)
         end = c + width // 2 + tolerance
         if k + 1 < len(changes):
-            end = min(end, changes[k + 1] - width // 2)
+            end = min(end, changes[k + 1] - width)
         windows.append((start, min(end, n)))
     delays: list[int | None] = []
     repeats = 0

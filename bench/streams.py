@@ -111,7 +111,9 @@ def make_stream(name: str, seed: int, every: int = EVERY, stationary: bool = Fal
         detail = detail.split(",")[0] + f", first concept only ({n:,} events)"
     else:
         events = list(_switch(concepts, changes, gradual, n, random.Random(base + 99)))
-    events = [(x, bool(y)) for x, y in events]
+    # Feature names are strings in Driftway's schemas; SEA and Hyperplane number theirs.
+    events = [({k if isinstance(k, str) else f"x{k}": v for k, v in x.items()}, bool(y))
+              for x, y in events]
     return Stream(name, "concept", seed, events, changes, gradual, MODEL[name], detail)
 
 

@@ -177,11 +177,18 @@ def sink(ctx: click.Context) -> None:
         raise click.ClickException(str(exc)) from None
 
 
-def _wait_for_signal(alive: Any = lambda: True, check: Any = None) -> None:
-    """Block until SIGTERM/SIGINT (or `alive()` turns false); `check()` runs every 0.5 s."""
+def _stop_on_signal() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets (installed now, so none is missed)."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _wait_for_signal(alive: Any = lambda: True, check: Any = None,
+                     stop: threading.Event | None = None) -> None:
+    """Block until SIGTERM/SIGINT (or `alive()` turns false); `check()` runs every 0.5 s."""
+    stop = stop or _stop_on_signal()
     while not stop.wait(0.5) and alive():
         if check is not None:
             check()
@@ -209,6 +216,7 @@ def up(ctx: click.Context) -> None:
     # Signals during start-up must still stop what has started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     stack = _start_stack(settings)
+    stop = _stop_on_signal()  # before saying "up": a signal from now on stops it cleanly
     where = (f"embedded in {settings.state_dir}" if settings.embedded_clickhouse
              else "on the configured server")
     console.print(f"Driftway is up: Kafka {settings.kafka.bootstrap_servers}, ClickHouse {where}"
@@ -217,7 +225,7 @@ def up(ctx: click.Context) -> None:
         from driftway.status import LiveStatus
 
         with LiveStatus(settings, console):
-            _wait_for_signal(check=stack.check)
+            _wait_for_signal(check=stack.check, stop=stop)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -359,7 +367,9 @@ def report(ctx: click.Context, out: Path, since: str | None) -> None:
         data = write_report(settings_of(ctx), out, since=start)
     except (QueryError, EngineBusy) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{out} ({out.stat().st_size / 1e6:.1f} MB): {data.summary()}")
+    size = out.stat().st_size
+    shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+    click.echo(f"{out} ({shown}): {data.summary()}")
 
 
 @cli.group()

@@ -386,7 +386,7 @@ class ConceptDriftDetector:
     """
 
     def __init__(self, detector: str = "adwin", params: dict | None = None, cooldown: int = 500,
-                 warmup: int = 100) -> None:
+                 warmup: int = 100, increases_only: bool = True) -> None:
         if cooldown < 0 or warmup < 0:
             raise ValueError("cooldown and warmup must be >= 0")
         self.detector = detector
@@ -397,6 +397,10 @@ class ConceptDriftDetector:
         self._model = make_detector(detector, params)
         self._start = 1  # position of the first error the River detector has seen
         self._quiet_until = warmup
+        # An error stream that falls is a model getting better (still learning), not drift:
+        # such a detection restarts the detector without an alarm and without a cooldown, so it
+        # cannot hide a real rise that follows.
+        self.increases_only = increases_only
         self._recent: list[float] = [0.0] * RECENT
 
     def update(self, error: float) -> Alarm | None:
@@ -412,10 +416,14 @@ class ConceptDriftDetector:
             return None
         return self._alarm(n)
 
-    def _alarm(self, n: int) -> Alarm:
+    def _alarm(self, n: int) -> Alarm | None:
         start = max(self._start, n - RECENT + 1)
         x = np.asarray(self._recent)[np.arange(start, n + 1) & (RECENT - 1)]
         k = _mean_change(x)
+        if self.increases_only and k and float(x[k:].mean()) <= float(x[:k].mean()):
+            self._model = make_detector(self.detector, self.params)
+            self._start = n + 1
+            return None
         stat = abs(float(x[k:].mean() - x[:k].mean())) if k else 0.0
         threshold = float(getattr(self._model, _DETECTORS[self.detector][1]))
         p = float(self._model.p_value) if self.detector == "kswin" else None

@@ -16,7 +16,7 @@ import html
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,23 @@ def utc(value: Any) -> datetime:
     return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
 
 
+def gapped(rows: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
+    """Time-bucket rows with an empty row where buckets are missing, so that lines break there
+    rather than bridge a time without predictions.
+
+    >>> rows = [{"t": "2026-01-01T00:00:00", "n": 1}, {"t": "2026-01-01T00:00:05", "n": 2}]
+    >>> [r["n"] for r in gapped(rows, 1)]
+    [1, None, 2]
+    """
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        if out and (utc(row["t"]) - utc(out[-1]["t"])).total_seconds() > step:
+            after = utc(out[-1]["t"]) + timedelta(seconds=step)
+            out.append(dict.fromkeys(row) | {"t": after})
+        out.append(row)
+    return out
+
+
 @dataclass(frozen=True)
 class ReportData:
     """What the report shows, as read from the monitoring tables."""
@@ -157,17 +174,18 @@ def gather(settings: Settings, since: datetime | None = None) -> ReportData:
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     start = since.astimezone(UTC) if since else datetime(1970, 1, 1, tzinfo=UTC)
-    params = {"since": f"toDateTime64('{start:%Y-%m-%d %H:%M:%S.%f}', 6, 'UTC')", "bucket": 1}
+    params: dict[str, Any] = {
+        "since": f"toDateTime64('{start:%Y-%m-%d %H:%M:%S.%f}', 6, 'UTC')", "bucket": 1}
 
     def rows(name: str) -> list[dict[str, Any]]:
         return query(settings, SQL[name].format(**params)).records()
 
     totals = rows("totals")[0] | rows("labelled")[0]
+    if not totals["labelled"]:
+        totals["accuracy"] = None  # avg() of no rows is nan
     if totals["predictions"]:
         span = (utc(totals["last"]) - utc(totals["first"])).total_seconds()
         params["bucket"] = bucket_seconds(span)
-    else:
-        totals["accuracy"] = None
     return ReportData(
         generated_at=datetime.now(UTC), since=since, bucket_s=int(params["bucket"]),
         totals=totals, dead_letters=rows("dead_letters"), feedback=rows("feedback"),
@@ -199,6 +217,20 @@ def version_colours(data: ReportData) -> dict[str, str]:
     return {v: palette[i % len(palette)] for i, v in enumerate(seen)}
 
 
+def time_range(data: ReportData) -> list[datetime] | None:
+    """The span of everything shown, padded a little: every chart gets the same time axis."""
+    times = [utc(r["ts"]) for r in data.metrics + data.drift + data.deployments]
+    times += [utc(r["t"]) for r in data.throughput]
+    if not times:
+        return None
+    first, last = min(times), max(times)
+    if data.throughput:
+        last = max(last, max(utc(r["t"]) for r in data.throughput) + timedelta(
+            seconds=data.bucket_s))
+    pad = max((last - first) * 0.02, timedelta(milliseconds=500))
+    return [first - pad, last + pad]
+
+
 def quality_figure(data: ReportData, colours: dict[str, str]) -> go.Figure | None:
     """Metrics per version over time under a lane of deployments and drift events."""
     present = {r["metric"] for r in data.metrics}
@@ -215,17 +247,18 @@ def quality_figure(data: ReportData, colours: dict[str, str]) -> go.Figure | Non
             mine = [r for r in points if r["version"] == version]
             fig.add_trace(go.Scatter(
                 x=[utc(r["ts"]) for r in mine], y=[r["value"] for r in mine],
-                mode="lines+markers", name=short(version), legendgroup=version,
+                mode="lines+markers", name=short(version), legendgroup=short(version),
+                marker={"size": 8},
                 showlegend=legend and row == 2, line={"color": colours.get(version)},
                 customdata=[[r["window"], r["examples"]] for r in mine],
                 hovertemplate=f"version {short(version)}<br>{metric} %{{y:.3f}}<br>"
                               "window %{customdata[0]}, after %{customdata[1]} examples"
                               "<extra></extra>"), row=row, col=1)
         if metric == "accuracy" and data.served_accuracy:
-            served = data.served_accuracy
+            served = gapped(data.served_accuracy, data.bucket_s)
             fig.add_trace(go.Scatter(
                 x=[utc(r["t"]) for r in served], y=[r["accuracy"] for r in served],
-                mode="lines", name="served accuracy (labelled predictions)",
+                mode="lines", name="served accuracy",
                 line={"color": "black", "width": 1.5, "shape": "hv"},
                 customdata=[r["labelled"] for r in served],
                 hovertemplate="served accuracy %{y:.3f} over %{customdata} labelled "
@@ -233,7 +266,7 @@ def quality_figure(data: ReportData, colours: dict[str, str]) -> go.Figure | Non
         fig.update_yaxes(title_text=metric.replace("_", " "), row=row, col=1)
     _event_lines(fig, data)
     fig.update_xaxes(**TIME_AXIS, row=1 + len(shown), col=1)
-    return _styled(fig, height=160 + 260 * len(shown))
+    return _styled(fig, 160 + 260 * len(shown), time_range(data))
 
 
 def _event_lane(fig: go.Figure, data: ReportData) -> None:
@@ -303,14 +336,15 @@ def throughput_figure(data: ReportData, colours: dict[str, str]) -> go.Figure | 
         mine = [r for r in data.throughput if r["version"] == version]
         fig.add_trace(go.Bar(
             x=[utc(r["t"]) for r in mine], y=[r["n"] / step for r in mine],
-            name=short(version), marker={"color": colours.get(version)}, showlegend=legend,
+            name=short(version), showlegend=legend,
+            marker={"color": colours.get(version), "line": {"width": 0}},
             width=step * 1000, offset=0, customdata=[r["n"] for r in mine],
             hovertemplate=f"version {short(version)}<br>%{{y:.1f}} predictions/s "
                           f"(%{{customdata}} in {step} s)<extra></extra>"))
     fig.update_layout(barmode="stack", bargap=0)
     fig.update_xaxes(**TIME_AXIS)
     fig.update_yaxes(title_text=f"predictions/s ({step} s buckets)")
-    return _styled(fig, height=340)
+    return _styled(fig, 340, time_range(data))
 
 
 def latency_figure(data: ReportData) -> go.Figure | None:
@@ -318,18 +352,22 @@ def latency_figure(data: ReportData) -> go.Figure | None:
     if not data.latency:
         return None
     fig = go.Figure()
+    rows = gapped(data.latency, data.bucket_s)
     for name, colour in (("p50", "#1f77b4"), ("p95", "#ff7f0e"), ("p99", "#d62728")):
         fig.add_trace(go.Scatter(
-            x=[utc(r["t"]) for r in data.latency], y=[r[name] for r in data.latency],
+            x=[utc(r["t"]) for r in rows], y=[r[name] for r in rows],
             mode="lines+markers", name=name, line={"color": colour},
-            customdata=[r["n"] for r in data.latency],
+            customdata=[r["n"] for r in rows],
             hovertemplate=f"{name} %{{y:.1f}} ms of %{{customdata}} predictions<extra></extra>"))
     p50 = sorted(r["p50"] for r in data.latency)[len(data.latency) // 2]
     wide = p50 > 0 and max(r["p99"] for r in data.latency) > 10 * p50
     fig.update_xaxes(**TIME_AXIS)
     fig.update_yaxes(title_text="ms inside scoring" + (" (log scale)" if wide else ""),
                      type="log" if wide else "linear")
-    return _styled(fig, height=340)
+    if wide:  # 1-2-5 ticks read better than plotly's bare "2" and "5" between decades
+        ticks = [m * 10.0**e for e in range(-2, 6) for m in (1, 2, 5)]
+        fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    return _styled(fig, 340, time_range(data))
 
 
 def features_figure(data: ReportData) -> go.Figure | None:
@@ -352,12 +390,14 @@ def features_figure(data: ReportData) -> go.Figure | None:
     rows = len({_feature_row(d) for d in events})
     fig.update_xaxes(**TIME_AXIS)
     fig.update_yaxes(type="category", automargin=True)
-    return _styled(fig, height=180 + 32 * rows)
+    return _styled(fig, 180 + 32 * rows, time_range(data))
 
 
 def _feature_row(d: dict[str, Any]) -> str:
+    """The feature's row label, short enough for the margin (hover has the full name)."""
     feature = d["feature"] or "(unnamed)"
-    return feature if d["kind"] == "data" else f"prediction: {feature}"
+    label = feature if d["kind"] == "data" else f"prediction: {feature}"
+    return label if len(label) <= 28 else label[:27] + "…"
 
 
 def _size(d: dict[str, Any]) -> float:
@@ -366,12 +406,16 @@ def _size(d: dict[str, Any]) -> float:
     return max(8.0, min(22.0, 6.0 + 3.0 * ratio))
 
 
-def _styled(fig: go.Figure, height: int) -> go.Figure:
+def _styled(fig: go.Figure, height: int, span: list[datetime] | None) -> go.Figure:
     fig.update_layout(template="plotly_white", height=height, hovermode="closest",
-                      margin={"l": 70, "r": 20, "t": 20, "b": 50},
-                      legend={"orientation": "h", "y": -0.18 if height < 400 else -0.08,
-                              "yanchor": "top"},
+                      # Fixed margins hold the axis labels and the legend, so the time axes of
+                      # all charts line up.
+                      margin={"l": 190, "r": 200, "t": 20, "b": 50, "autoexpand": False},
+                      showlegend=True,
+                      legend={"orientation": "v", "x": 1.01, "xanchor": "left", "y": 1},
                       font={"family": "system-ui, sans-serif", "size": 12})
+    if span:
+        fig.update_xaxes(range=span)
     return fig
 
 
@@ -385,6 +429,7 @@ h1 { margin: 0 0 4px; } h2 { margin: 32px 0 2px; } .sub { color: #666; margin: 0
          margin-top: 16px; }
 .card { border: 1px solid #ddd; border-radius: 8px; padding: 10px 14px; }
 .card .label { color: #666; font-size: 13px; } .card .value { font-size: 22px; font-weight: 600; }
+.card .value code { font-size: 20px; } .card .value .detail { font-weight: normal; }
 .card .detail { color: #444; font-size: 13px; margin-top: 4px; }
 .no-data { border: 1px dashed #bbb; border-radius: 8px; padding: 28px; color: #666;
            text-align: center; background: #fafafa; }
@@ -393,12 +438,14 @@ code { font-size: 13px; }
 
 CHARTS = (
     ("quality", "Model quality over time",
-     "Prequential metrics per model version (one point per evaluation window); the top lane "
-     "marks deployments and drift events (hover for details), lines cross every row: solid for "
-     "deployments other than auto-updates, dotted for drift.",
+     "Prequential metrics per model version (one point per evaluation window) and, in black, "
+     "the accuracy of what was served, from the labels. The top lane marks deployments and "
+     "drift events (hover for details); lines cross every row: solid for deployments other "
+     "than auto-updates, dotted for drift.",
      "no metrics, drift events or deployments recorded yet."),
     ("throughput", "Throughput",
-     "Predictions per second, stacked by the version that served them.",
+     "Predictions per second, stacked by the version that served them (hover a bar for its "
+     "version); a gap is a time with no predictions stored.",
      "no predictions stored yet."),
     ("latency", "Serving latency",
      "Percentiles of the time inside the scoring processor (batch wait included).",
@@ -451,7 +498,7 @@ def _header(data: ReportData) -> str:
         ("dead letters", f"{sum(d['n'] for d in data.dead_letters):,}",
          _listing((d["processor"], d["n"]) for d in data.dead_letters) or "none"),
         ("model versions", f"{t['versions']:,} published",
-         f"{t['served_versions']:,} served predictions"),
+         f"{t['served_versions']:,} of them served predictions"),
         ("current champion", _champions(data.champions), ""),
         ("drift events", f"{len(data.drift):,}", _listing(kinds.items()) or "none"),
         ("deployments", f"{len(data.deployments):,}", _listing(actions.items()) or "none"),

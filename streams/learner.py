@@ -100,7 +100,9 @@ class Evaluation:
             p_true = output.proba.get("true", 1.0 - output.proba.get("false", 0.5))
             proba = {True: p_true, False: 1.0 - p_true}
             self._metric("log_loss", metrics.LogLoss).update(y, proba)
-            self._metric("roc_auc", metrics.ROCAUC).update(y, proba)
+            if "roc_auc" not in self._metrics:  # River's own sliding-window AUC
+                self._metrics["roc_auc"] = metrics.RollingROCAUC(window_size=self.window)
+            self._metrics["roc_auc"].update(y, proba)
 
     def snapshot(self) -> dict[str, float]:
         return {name: float(m.get()) for name, m in self._metrics.items()}
@@ -119,8 +121,7 @@ class Line:
     since: int = 0  # examples learned since `head`
     versions: set[str] = field(default_factory=set)  # every version it has served as
     detector: ConceptDriftDetector | None = None
-    offsets: deque[int] = field(default_factory=lambda: deque(maxlen=8192))
-    errors: deque[float] = field(default_factory=lambda: deque(maxlen=8192))
+    offsets: deque[int] = field(default_factory=lambda: deque(maxlen=16_384))
 
 
 @dataclass
@@ -246,7 +247,8 @@ class Learner:
                     losses[line.id] = self._loss(y, output)
                     self._watch(line, version, offset, record, y, output, result)
             if self.policy_settings.enabled:
-                decision = self.policy.observe(losses)
+                served_by = self.line_of(record.version)
+                decision = self.policy.observe(losses, served_by.id if served_by else None)
                 if decision is not None:
                     self._decide(decision, offset, result)
         self.recent.append((offset, record.features, y))
@@ -276,16 +278,11 @@ class Learner:
         error = (float(output.prediction != y) if self.classifier
                  else self._loss(y, output))
         line.offsets.append(offset)
-        line.errors.append(error)
         alarm = line.detector.update(error)
         if alarm is None:
             return
         back = min(len(line.offsets), line.detector.n - alarm.change_point + 1)
         change_offset = line.offsets[-back] if back > 0 else offset
-        errors = list(line.errors)
-        after, before = errors[-back:] if back > 0 else errors[-1:], errors[:-back][-back:]
-        if before and sum(after) / len(after) <= sum(before) / len(before):
-            return  # the errors fell: the model got better (it is still learning), not drift
         is_champion = line is self.champion
         result.drift.append(DriftEvent(
             ts=datetime.now(UTC), kind="concept", detector=alarm.detector,

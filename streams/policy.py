@@ -126,10 +126,18 @@ class Policy:
         self.incumbent, self.candidate = self.candidate, self.incumbent
         self._test, self._look = PairedTest(), 0
 
-    def observe(self, losses: dict[int, float | bool]) -> Decision | None:
-        """One label's losses by line; a decision at the end of a look, if there is one."""
+    def observe(self, losses: dict[int, float | bool],
+                served_by: int | None = None) -> Decision | None:
+        """One label's losses by line; a decision at the end of a look, if there is one.
+
+        `served_by` is the line whose version served the event as champion: a look counts only
+        events served by the incumbent, so that after a promotion the probation judges events
+        served after it (a backlog of earlier events would judge the old arrangement again).
+        """
         if self.state == "steady" or self.incumbent not in losses \
                 or self.candidate not in losses:
+            return None
+        if served_by is not None and served_by != self.incumbent:
             return None
         self._test.add(loss(losses[self.incumbent]) - loss(losses[self.candidate]))
         if self._test.n % self.min_labels:

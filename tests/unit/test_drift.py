@@ -214,3 +214,16 @@ def test_per_update_cost(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print(f"\nDataDriftMonitor.update, 20 features: {data_us:.1f} us; "
               f"ConceptDriftDetector.update, adwin: {concept_us:.2f} us")
+
+
+def test_a_falling_error_rate_is_no_alarm_and_does_not_hide_a_rise_after_it() -> None:
+    # A model learning: errors fall from 0.5 to 0.05; then the concept flips at 3,000.
+    rng = random.Random(11)
+    detector = ConceptDriftDetector("adwin", cooldown=1000, warmup=100)
+    alarms = []
+    for i in range(6000):
+        p = 0.5 if i < 400 else 0.05 if i < 3000 else 0.9
+        alarm = detector.update(float(rng.random() < p))
+        if alarm:
+            alarms.append(alarm.index)
+    assert len(alarms) == 1 and 3000 < alarms[0] < 3200
