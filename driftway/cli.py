@@ -257,7 +257,11 @@ def demo(ctx: click.Context, events: int, change_at: int | None, label_delay: in
 
     settings = settings_of(ctx)
     settings = settings.model_copy(update={"processing": settings.processing.model_copy(
-        update={"publish_every": publish_every})})
+        update={"publish_every": publish_every,
+                "metrics_every": min(settings.processing.metrics_every, publish_every)}),
+        # A challenger is judged every 200 labels (the default 500 is for slower streams).
+        "policy": settings.policy.model_copy(
+            update={"min_labels": min(settings.policy.min_labels, 200)})})
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     stack = _start_stack(settings)
     try:
@@ -266,6 +270,11 @@ def demo(ctx: click.Context, events: int, change_at: int | None, label_delay: in
                                     malformed_every=malformed_every, seed=seed)
         summary = demo_module.run(settings, plan, console, check=stack.check)
         demo_module.print_summary(summary, console)
+        from driftway.report import write_report
+
+        out = settings.state_dir / "report.html"
+        write_report(settings, out)
+        console.print(f"report with charts: {out}")
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -175,12 +175,17 @@ def summarize(settings: Settings, plan: DemoPlan, sent: int, labels: int, malfor
     dead = query(settings, "SELECT processor, error, count() AS n FROM dead_letters "
                            "GROUP BY processor, error ORDER BY n DESC").rows
     versions = query(settings, "SELECT count(), max(examples_seen) FROM model_versions").rows[0]
+    drift = query(settings, "SELECT kind, count() FROM drift_events GROUP BY kind "
+                            "ORDER BY kind").rows
+    actions = query(settings, "SELECT ts, action, substring(version, 1, 12), reason "
+                              "FROM deployments WHERE by IN ('policy', 'cli') ORDER BY ts").rows
     latency = query(settings, "SELECT round(quantile(0.5)(latency_ms), 2), "
                               "round(quantile(0.99)(latency_ms), 2) FROM predictions").rows[0]
     return {"events": sent, "labels": labels, "malformed": malformed, "seconds": seconds,
             "stored": stored, "accuracy": [(p[1:], int(n), a) for p, n, a in phases],
             "dead_letters": dead, "versions": int(versions[0]),
-            "examples_learned": int(versions[1] or 0), "latency_ms": latency}
+            "examples_learned": int(versions[1] or 0), "latency_ms": latency,
+            "drift": [(k, int(n)) for k, n in drift], "actions": actions}
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
@@ -201,4 +206,11 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(dead)
     console.print(f"model versions published: {s['versions']} "
                   f"(latest learned from {s['examples_learned']} labelled examples)")
+    drift = ", ".join(f"{n} {kind}" for kind, n in s.get("drift", [])) or "none"
+    console.print(f"drift events: {drift}")
+    acts = Table("time (UTC)", "action", "version", "reason", title="what the policy did")
+    for ts, action, version, reason in s.get("actions", []):
+        acts.add_row(str(ts)[11:19], action, version, reason[:110])
+    if s.get("actions"):
+        console.print(acts)
     console.print("explore: driftway query \"SELECT * FROM predictions LIMIT 5\"")
