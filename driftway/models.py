@@ -16,7 +16,6 @@ import importlib
 import math
 import re
 from collections.abc import Callable
-from numbers import Real
 from typing import Any, NamedTuple
 
 from river import base, compose, forest, linear_model, preprocessing, tree
@@ -236,11 +235,9 @@ def _linear_parts(model: Any) -> tuple[list[Any], Any, dict[str, float]] | None:
     steps = list(model.steps.values()) if isinstance(model, compose.Pipeline) else [model]
     *pre, estimator = steps
     weights = getattr(estimator, "weights", None)
-    if (
-        isinstance(weights, dict)
-        and all(isinstance(w, Real) for w in weights.values())
-        and all(isinstance(step, base.Transformer) for step in pre)
-    ):
+    # (Weights are checked where they are used: a per-call scan of every weight cost more than
+    # the prediction itself.)
+    if isinstance(weights, dict) and all(isinstance(step, base.Transformer) for step in pre):
         return pre, estimator, weights
     return None
 
@@ -254,13 +251,13 @@ def _explain_linear(
     pred, score, proba = _predict(estimator, xt, isinstance(estimator, base.Classifier))
     if pred is None:
         return Explained(pred, score, proba, [])
-    contributions = (
-        Contribution(feature=f, value=x.get(f, v), contribution=weights.get(f, 0.0) * v)
-        for f, v in xt.items()
-    )
-    return Explained(
-        pred, score, proba, heapq.nlargest(top, contributions, key=lambda c: abs(c.contribution))
-    )
+    # Rank plain tuples; build records for the top ones only (scoring does this per event).
+    ranked = heapq.nlargest(
+        top, ((abs(c), f, v, c) for f, v in xt.items() if (c := weights.get(f, 0.0) * v) == c),
+        key=lambda t: t[0])  # (c == c drops NaN)
+    return Explained(pred, score, proba, [
+        Contribution(feature=f, value=x.get(f, v), contribution=float(c))
+        for _, f, v, c in ranked])
 
 
 def _from_import_path(spec: str) -> Any:
