@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/adaptation.py [--seeds 3] [--quick] [--jobs N]
 
-On the concept streams of bench/streams.py (SEA and Agrawal with abrupt switches, Hyperplane
+On the concept streams of bench/drift_streams.py (SEA and Agrawal with abrupt switches, Hyperplane
 with gradual ones; 4 concepts of 25,000 events), with the model that suits each stream
-(``bench.streams.MODEL``: logistic regression for SEA and Hyperplane, the Hoeffding tree for
+(``bench.drift_streams.MODEL``: logistic regression for SEA and Hyperplane, the Hoeffding tree for
 Agrawal), every event is answered before its label is known, and scored against that label:
 
 - ``static``: the model learns from the first 5,000 events, then never again;
@@ -34,8 +34,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a file, Python puts bench/ first on sys.path, and bench/streams.py would shadow the
-# project's streams package: the repository root goes first, bench.streams is the generators.
+# Run as a file, Python puts bench/ first on sys.path: the repository root goes first, so that
+# `bench.*` and the project's packages import.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
@@ -53,7 +53,7 @@ from rich.progress import Progress
 from rich.table import Table
 from river import forest
 
-from bench.streams import CONCEPT_STREAMS, Stream, environment, make_stream
+from bench.drift_streams import CONCEPT_STREAMS, Stream, environment, make_stream
 from driftway.models import make_model
 from driftway.settings import Settings
 from streams.offline import OfflineLoop

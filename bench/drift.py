@@ -2,28 +2,28 @@
 
     .venv/bin/python bench/drift.py [--seeds 10] [--quick] [--jobs N]
 
-Streams (bench/streams.py): SEA and Agrawal with abrupt concept switches, Hyperplane with
+Streams (bench/drift_streams.py): SEA and Agrawal with abrupt concept switches, Hyperplane with
 gradual switches, and an abrupt mean shift in one of 20 Gaussian features; each also once
 without any change (``stationary``), for the false-alarm rate. Every detector sees the same
 streams, seed by seed.
 
-Concept streams: the model that suits the stream (``bench.streams.MODEL``) learns online,
+Concept streams: the model that suits the stream (``bench.drift_streams.MODEL``) learns online,
 prequentially (predict, then learn, no label delay, never reset), and every detector watches
 its 0/1 error stream, the same for all:
 
-- ``driftway-detector``: Driftway's ``ConceptDriftDetector`` with ``DriftSettings()`` defaults
-  (ADWIN with River's default delta, warm-up 200, cooldown 1,000), as the learner builds it;
-- ``driftway-learner``: the same, plus the learner's rule that drops an alarm when the errors
-  after the estimated change point are not higher than before it (``Learner._watch``): what
-  the learner actually reports as a drift event and acts on;
+- ``driftway``: Driftway's ``ConceptDriftDetector`` with ``DriftSettings()`` defaults (ADWIN
+  with River's default delta, warm-up 200, cooldown 1,000, rises only: a detection where the
+  errors fell restarts ADWIN without an alarm), built as ``Learner._detector`` builds it: its
+  alarms are the learner's concept drift events;
 - ``river_adwin`` and ``river_ddm``: River's ``ADWIN()`` and ``DDM()``, defaults, every
   ``drift_detected`` an alarm.
 
 Data stream: ``driftway`` is the drift processor's ``DataDriftMonitor`` (built by
 ``streams.drift.ModelMonitors`` from ``DriftSettings()``: KS test, windows of 1,000, a check
-every 250 events, 1 false alarm per 100,000 events budgeted); ``river_adwin`` is one River
-``ADWIN()`` per feature on the raw values, any of them alarming counts (alarms of several
-features at the same event count once).
+every 250 events, 1 false alarm per 100,000 events budgeted), fed the features directly (the
+processor's 1,000-event warm-up and its ignore list do not matter here); ``river_adwin`` is
+one River ``ADWIN()`` per feature on the raw values, any of them alarming counts (alarms of
+several features at the same event count once).
 
 Scoring, per change point ``c`` (the centre of a gradual switch of width ``w``): its window is
 [c - w, c + w/2 + tolerance) (at c - w, 1.8 % of the events are of the new concept; at
@@ -40,8 +40,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a file, Python puts bench/ first on sys.path, and bench/streams.py would shadow the
-# project's streams package: the repository root goes first, bench.streams is the generators.
+# Run as a file, Python puts bench/ first on sys.path: the repository root goes first, so that
+# `bench.*` and the project's packages import.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
@@ -49,7 +49,6 @@ import json
 import os
 import statistics
 import time
-from collections import deque
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
 from typing import Any
@@ -59,41 +58,18 @@ from rich.progress import Progress
 from rich.table import Table
 from river import drift as river_drift
 
-from bench.streams import CONCEPT_STREAMS, STREAMS, Stream, environment, make_stream
+from bench.drift_streams import CONCEPT_STREAMS, STREAMS, Stream, environment, make_stream
 from driftway.drift import ConceptDriftDetector
 from driftway.models import make_model
 from driftway.settings import DriftSettings
 from streams.drift import ModelMonitors
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-CONCEPT_DETECTORS = ("driftway-detector", "driftway-learner", "river_adwin", "river_ddm")
+CONCEPT_DETECTORS = ("driftway", "river_adwin", "river_ddm")
 DATA_DETECTORS = ("driftway", "river_adwin")
 STARTUP = 5_000  # false alarms in the first events are counted apart too: the model is learning
 
 console = Console(width=None if sys.stdout.isatty() else 180)
-
-
-class RisingErrors:
-    """ConceptDriftDetector plus the learner's rule: report only alarms where errors rose.
-
-    Mirrors ``streams.learner.Learner._watch``: keep the last 8,192 errors; at an alarm, compare
-    the mean error since the estimated change point with the mean over as many errors before it.
-    """
-
-    def __init__(self, detector: ConceptDriftDetector) -> None:
-        self.detector = detector
-        self.errors: deque[float] = deque(maxlen=8192)
-
-    def update(self, error: float) -> bool:
-        self.errors.append(error)
-        alarm = self.detector.update(error)
-        if alarm is None:
-            return False
-        back = min(len(self.errors), self.detector.n - alarm.change_point + 1)
-        errors = list(self.errors)
-        after = errors[-back:] if back > 0 else errors[-1:]
-        before = errors[:-back][-back:]
-        return not (before and sum(after) / len(after) <= sum(before) / len(before))
 
 
 def concept_detector(settings: DriftSettings) -> ConceptDriftDetector:
@@ -105,16 +81,12 @@ def concept_detector(settings: DriftSettings) -> ConceptDriftDetector:
 
 def watch_errors(errors: list[float]) -> dict[str, list[int]]:
     """Alarm positions (0-based event indices) of each concept detector on one error stream."""
-    settings = DriftSettings()
-    driftway = concept_detector(settings)
-    rise = RisingErrors(concept_detector(settings))
+    driftway = concept_detector(DriftSettings())
     adwin, ddm = river_drift.ADWIN(), river_drift.binary.DDM()
     alarms: dict[str, list[int]] = {name: [] for name in CONCEPT_DETECTORS}
     for t, e in enumerate(errors):
         if driftway.update(e) is not None:
-            alarms["driftway-detector"].append(t)
-        if rise.update(e):
-            alarms["driftway-learner"].append(t)
+            alarms["driftway"].append(t)
         adwin.update(e)
         if adwin.drift_detected:
             alarms["river_adwin"].append(t)
