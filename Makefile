@@ -43,8 +43,13 @@ test: install
 test-unit: install
 	$(VENV)/bin/python -m pytest -m "not integration"
 
+# Benchmarks, run by hand (figures in README.md and bench/README.md). The plots need matplotlib.
 bench: install
+	$(VENV)/bin/pip install -q -e '.[dev,bench]'
 	$(VENV)/bin/python bench/pipeline.py
+	$(VENV)/bin/python bench/swap.py
+	$(VENV)/bin/python bench/drift.py
+	$(VENV)/bin/python bench/adaptation.py
 
 clean:
 	rm -rf $(VENV) .driftway deploy/kafka/libs
