@@ -37,9 +37,11 @@ import math
 import os
 import platform
 import random
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -148,8 +150,14 @@ def _mean_shift(seed: int, n: int, changes: tuple[int, ...]) -> Stream:
 
 
 def environment() -> dict[str, object]:
-    """Versions and the machine, for the JSON of a benchmark run."""
-    out: dict[str, object] = {"python": platform.python_version(),
+    """Versions, the commit and the machine, for the JSON of a benchmark run."""
+    root = Path(__file__).resolve().parents[1]
+    git = ["git", "-C", str(root)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip() or None
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD"], check=False).returncode != 0
+    out: dict[str, object] = {"commit": commit, "uncommitted_changes": dirty,
+                              "python": platform.python_version(),
                               "platform": platform.platform(), "cpus": os.cpu_count(),
                               "loadavg_start": list(os.getloadavg())}
     for dist in ("river", "numpy", "matplotlib"):
