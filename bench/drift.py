@@ -272,7 +272,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-stationary", action="store_true",
                    help="skip the streams without change (the false-alarm baseline)")
     p.add_argument("--quick", action="store_true",
-                   help="3 seeds, 10,000 events per concept: a check that it runs (about 1 min)")
+                   help="3 seeds, 10,000 events per concept: a check that it runs (about 30 s)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     args = p.parse_args(argv)
