@@ -244,11 +244,13 @@ def test_sink_skips_publish_requests_and_commits_past_them(
 
     def stored() -> list[tuple[Any, ...]]:
         with sink.lock:  # the sink's thread uses the same connection
+            # (ORDER BY after a UNION ALL binds to its last SELECT only: order the whole.)
             return client.query(
-                "SELECT 'training', _offset, outputs FROM driftway.training "
-                "WHERE _topic = {t:String} UNION ALL "
+                "SELECT * FROM (SELECT 'training' AS kind, _offset AS offset, outputs AS detail "
+                "FROM driftway.training WHERE _topic = {t:String} UNION ALL "
                 "SELECT 'dead', source_offset, error FROM driftway.dead_letters "
-                "WHERE source_topic = {t:String} ORDER BY 2", parameters={"t": topic}).result_rows
+                "WHERE source_topic = {t:String}) ORDER BY offset",
+                parameters={"t": topic}).result_rows
 
     try:
         wait_for(lambda: committed(settings, topic), lambda offset: offset == 4, 60,
