@@ -20,7 +20,7 @@ from driftway.models import make_model
 from driftway.query import query
 from driftway.registry import ModelRegistry, next_deployment, publish_version, write_deployment
 from driftway.sdk import EventProducer
-from driftway.settings import ProcessingSettings, Settings
+from driftway.settings import PolicySettings, ProcessingSettings, Settings
 from driftway.supervisor import Stack, settings_env
 from schemas.events import Output, Prediction, TrainingExample
 from streams.learner import Learner
@@ -99,8 +99,11 @@ def deployed(settings: Settings) -> str:
 
 
 def test_hot_swap_refused_artifacts_and_the_feedback_loop(stack_settings: Settings) -> None:
+    # Only this test's deployments may change the champion: no auto-updates (a drift signal
+    # publishes a version at once) and no policy (it could promote a challenger).
     settings = with_processing(stack_settings, publish_every=1_000_000, metrics_every=100,
-                               feedback_window_seconds=10.0)
+                               feedback_window_seconds=10.0, auto_update=False)
+    settings = settings.model_copy(update={"policy": PolicySettings(enabled=False)})
     n = 3000
     with Stack(settings) as stack:
         stack.wait_until_serving()
