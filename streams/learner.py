@@ -361,12 +361,6 @@ class Learner:
             if offset >= line.start and line.since:
                 self._publish_line(line, offset, reason, result)
 
-    def publish_now(self, offset: int, reason: str) -> StepResult:
-        """Publish every line that learned something since its last version, at `offset`."""
-        result = StepResult()
-        self._publish_all(offset, reason, result)
-        return result
-
     def _publish_line(self, line: Line, offset: int, reason: str, result: StepResult) -> None:
         if not line.since:
             return
