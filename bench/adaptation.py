@@ -39,12 +39,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import json
 import os
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -54,6 +52,7 @@ from rich.table import Table
 from river import forest
 
 from bench.drift_streams import CONCEPT_STREAMS, Stream, environment, make_stream
+from bench.record import save_record, start_record
 from driftway.models import make_model
 from driftway.settings import Settings
 from streams.offline import OfflineLoop
@@ -327,10 +326,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    record = start_record("adaptation.py")
     r: dict[str, Any] = {
-        "timestamp": stamp,
-        "command": " ".join([".venv/bin/python", "bench/adaptation.py", *sys.argv[1:]]),
+        **record,
         "params": {"seeds": args.seeds, "every": args.every, "label_delay": args.label_delay,
                    "streams": args.streams, "contenders": args.contenders, "jobs": args.jobs,
                    "static_learns": STATIC_LEARNS, "after": AFTER, "rolling": ROLLING,
@@ -355,10 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     r["runs"] = per_run
     args.out.mkdir(parents=True, exist_ok=True)
     r["plots"] = [str(p) for p in plot(runs, seed=0, out=args.out)]
-    r["environment"]["loadavg_end"] = list(os.getloadavg())
-    r["run_seconds"] = time.monotonic() - started
-    path = args.out / f"adaptation-{stamp}.json"
-    path.write_text(json.dumps(r, indent=1) + "\n")
+    path = save_record(r, args.out, "adaptation", "environment", started, indent=1)
     print_report(r)
     for p in r["plots"]:
         console.print(f"plot: {p}")

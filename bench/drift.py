@@ -45,12 +45,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
-import json
 import os
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -59,6 +57,7 @@ from rich.table import Table
 from river import drift as river_drift
 
 from bench.drift_streams import CONCEPT_STREAMS, STREAMS, Stream, environment, make_stream
+from bench.record import save_record, start_record
 from driftway.drift import ConceptDriftDetector
 from driftway.models import make_model
 from driftway.settings import DriftSettings
@@ -284,10 +283,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    record = start_record("drift.py")
     r: dict[str, Any] = {
-        "timestamp": stamp,
-        "command": " ".join([".venv/bin/python", "bench/drift.py", *sys.argv[1:]]),
+        **record,
         "params": {"seeds": args.seeds, "every": args.every, "tolerance": args.tolerance,
                    "width": args.width, "streams": args.streams, "jobs": args.jobs,
                    "stationary": not args.no_stationary, "startup": STARTUP},
@@ -311,11 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     runs.sort(key=lambda x: (STREAMS.index(x["stream"]), x["stationary"], x["seed"]))
     r["summary"] = summarise(runs, args.tolerance)
     r["runs"] = runs
-    r["environment"]["loadavg_end"] = list(os.getloadavg())
-    r["run_seconds"] = time.monotonic() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"drift-{stamp}.json"
-    path.write_text(json.dumps(r, indent=1) + "\n")
+    path = save_record(r, args.out, "drift", "environment", started, indent=1)
     print_report(r)
     console.print(f"{r['run_seconds']:.0f} s on {args.jobs} processes; results: {path}")
     return 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import shutil
@@ -27,13 +26,13 @@ import tempfile
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import psutil
 from confluent_kafka import Consumer, TopicPartition
+from record import save_record, start_record  # bench/record.py, beside this file
 from rich.console import Console
 from rich.table import Table
 
@@ -510,11 +509,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    record = start_record("pipeline.py")
     latency_events = max(1, round(args.rate * args.seconds))
     r: dict[str, Any] = {
-        "timestamp": stamp,
-        "command": " ".join([".venv/bin/python", "bench/pipeline.py", *sys.argv[1:]]),
+        **record,
         "params": {"events": args.events, "rate": args.rate, "seconds": args.seconds,
                    "latency_events": latency_events, "label_delay": args.label_delay,
                    "warmup_events": WARMUP_EVENTS},
@@ -603,11 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
 
-    r["machine"]["loadavg_end"] = list(os.getloadavg())
-    r["run_seconds"] = time.monotonic() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"pipeline-{stamp}.json"
-    path.write_text(json.dumps(r, indent=2) + "\n")
+    path = save_record(r, args.out, "pipeline", "machine", started, indent=2)
     if not failed:
         print_report(r)
     console.print(f"results: {path}")

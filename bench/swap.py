@@ -22,7 +22,6 @@ Prints a table and writes bench/results/swap-<timestamp>.json. See bench/README.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -34,13 +33,13 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import psutil
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from pipeline import cpu_seconds, cpu_used, f, versions  # bench/pipeline.py, beside this file
+from record import save_record, start_record  # bench/record.py, beside this file
 from rich.console import Console
 from rich.table import Table
 
@@ -588,10 +587,9 @@ def measure(stack: Stack, settings: Settings, args: argparse.Namespace,
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    record = start_record("swap.py")
     r: dict[str, Any] = {
-        "timestamp": stamp,
-        "command": " ".join([".venv/bin/python", "bench/swap.py", *sys.argv[1:]]),
+        **record,
         "params": {"rate": args.rate, "swaps": args.swaps, "gap": args.gap, "model": args.model,
                    "versions": args.versions, "train_events": args.train_events,
                    "lead": args.lead},
@@ -657,11 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
 
-    r["machine"]["loadavg_end"] = list(os.getloadavg())
-    r["run_seconds"] = time.monotonic() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"swap-{stamp}.json"
-    path.write_text(json.dumps(r, indent=2) + "\n")
+    path = save_record(r, args.out, "swap", "machine", started, indent=2)
     if "swaps" in r:
         print_report(r)
     console.print(f"results: {path}")
