@@ -23,7 +23,6 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
-from pydantic import ValidationError
 
 from consumers.clickhouse import (
     OFFSET_COLUMNS,
@@ -37,7 +36,7 @@ from consumers.clickhouse import (
 )
 from driftway.kafka import client_config
 from driftway.settings import Settings
-from schemas.events import DeadLetter, describe_invalid
+from schemas.events import DeadLetter, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +105,12 @@ class ClickHouseSink:
         for msg in messages:
             spec = self.specs[msg.topic()]
             coordinates = [msg.topic(), msg.partition(), msg.offset()]
-            try:
-                record = spec.decode(msg.value() or b"")
-            except ValidationError as exc:
-                letter = message_dead_letter(msg, f"sink: {describe_invalid(exc)}")
+            try:  # any failure of one record is its dead letter, never the batch's
+                row = spec.to_row(spec.decode(msg.value() or b""))
+            except Exception as exc:
+                letter = message_dead_letter(msg, f"sink: {failure_reason(exc)}")
                 rows["dead_letters"].append(dead_letter_row(letter) + coordinates)
                 continue
-            row = spec.to_row(record)
             if row is not None:
                 rows[spec.table].append(row + coordinates)
         return rows

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
-from pydantic import ValidationError
 
 from driftway import artifacts
 from driftway.kafka import client_config
@@ -29,7 +28,7 @@ from schemas.events import (
     DeployAction,
     Deployment,
     ModelVersion,
-    describe_invalid,
+    failure_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -220,10 +219,10 @@ class ModelRegistry:
                 self.deployments[deployment.model] = deployment
                 self.history.setdefault(deployment.model, []).append(deployment)
                 return deployment.model
-        except ValidationError as exc:
+        except Exception as exc:  # one bad record is reported, never fatal to the registry
             self.invalid.append(DeadLetter.of("registry", msg.topic(), msg.partition(),
                                               msg.offset(), msg.key(), value,
-                                              describe_invalid(exc)))
+                                              failure_reason(exc)))
         return None
 
     def _add_chunk(self, chunk: ArtifactChunk) -> None:

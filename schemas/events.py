@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -40,8 +41,21 @@ def _epoch_millis_or_iso(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("ts must be an ISO-8601 string or epoch milliseconds, not a boolean")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            # The C library raises any of these for a time outside its calendar.
+            raise ValueError(f"ts {value!r} (epoch milliseconds) is outside the years "
+                             "1-9999") from None
     return value
+
+
+def _finite_float(value: int | float) -> bool:
+    """True when `value` converts to a finite float (features are floats)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _aware(value: datetime) -> datetime:
@@ -88,6 +102,9 @@ class RawEvent(Record):
                     raise ValueError(
                         f"data.{name} is {'an object' if isinstance(value, dict) else 'a list'}; "
                         "data must be flat: numbers, strings, booleans or null")
+                if isinstance(value, int | float) and not isinstance(value, bool) \
+                        and not _finite_float(value):
+                    raise ValueError(f"data.{name} is a number no float can hold")
         return v
 
 
@@ -372,6 +389,18 @@ def describe_invalid(exc: ValidationError, limit: int = 5) -> str:
     parts = [f"{'.'.join(map(str, e['loc'])) or '(message)'}: {e['msg']}"
              for e in exc.errors()[:limit]]
     return f"invalid {exc.title}: " + "; ".join(parts)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why one record failed, in one line: the bad fields of a failed validation, else the
+    exception's type and message.
+
+    >>> failure_reason(OverflowError("int too large to convert to float"))
+    'OverflowError: int too large to convert to float'
+    """
+    if isinstance(exc, ValidationError):
+        return describe_invalid(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def label_text(value: LabelValue | None) -> str:

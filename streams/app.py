@@ -9,9 +9,12 @@ only commits offsets of acknowledged events, so output is at least once and noth
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import faust
 from confluent_kafka import KafkaError, Message
@@ -88,6 +91,30 @@ async def batches(stream: faust.StreamT, settings: Settings) -> AsyncIterator[Se
     p = settings.processing
     async for events in stream.take_events(p.batch_size, within=p.batch_within):
         yield events
+
+
+def exit_uncommitted_on_failure(
+    agent: Callable[[Any], Awaitable[None]],
+) -> Callable[[Any], Awaitable[None]]:
+    """Stop the worker at once when an agent fails for a reason that is not one record's.
+
+    Records' own failures are dead letters inside the agent; what escapes it (output that could
+    not be delivered, a broken client) must not let faust go on: ``take_events`` acknowledges a
+    batch even when its consumer raised, and faust would then commit it unserved. Exiting before
+    the next commit leaves the batch to be read again by the restarted worker.
+    """
+
+    @functools.wraps(agent)
+    async def guarded(stream: Any) -> None:
+        try:
+            await agent(stream)
+        except Exception:
+            log.critical("%s failed; exiting with its batch uncommitted", agent.__name__,
+                         exc_info=True)
+            logging.shutdown()
+            os._exit(70)  # EX_SOFTWARE: no cleanup may run, it would commit the batch
+
+    return guarded
 
 
 def dead_letter(processor: str, event: EventT, error: str) -> DeadLetter:

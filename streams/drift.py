@@ -23,12 +23,11 @@ from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
 from confluent_kafka import Consumer, KafkaError, Message
-from pydantic import ValidationError
 
 from driftway.drift import Alarm, DataDriftMonitor
 from driftway.kafka import client_config, make_producer, produce
 from driftway.settings import DriftSettings, Settings
-from schemas.events import DeadLetter, DriftEvent, Served, describe_invalid, label_text
+from schemas.events import DeadLetter, DriftEvent, Served, failure_reason, label_text
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +121,18 @@ class DriftService:
         self.alarms = 0
 
     def handle(self, msg: Message) -> list[DriftEvent]:
+        """The drift events one served record raises; a record that fails is a dead letter."""
         try:
-            served = Served.model_validate_json(msg.value() or b"")
-        except ValidationError as exc:
+            return self._detect(msg)
+        except Exception as exc:
             letter = DeadLetter.of("drift", msg.topic(), msg.partition(), msg.offset(), msg.key(),
-                                   msg.value(), describe_invalid(exc))
+                                   msg.value(), failure_reason(exc))
             self._emit(self.settings.topic("dead-letters"), letter.source_topic,
                        letter.to_bytes())
             return []
+
+    def _detect(self, msg: Message) -> list[DriftEvent]:
+        served = Served.model_validate_json(msg.value() or b"")
         monitors = self.monitors.get(served.model)
         if monitors is None:
             monitors = self.monitors[served.model] = ModelMonitors(

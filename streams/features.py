@@ -24,11 +24,17 @@ import math
 import time
 from typing import Any
 
-from pydantic import ValidationError
-
 from driftway.settings import Settings
-from schemas.events import FeatureVector, RawEvent, describe_invalid
-from streams.app import Emitter, batches, dead_letter, make_app, raw_topic, run_worker
+from schemas.events import FeatureVector, RawEvent, failure_reason
+from streams.app import (
+    Emitter,
+    batches,
+    dead_letter,
+    exit_uncommitted_on_failure,
+    make_app,
+    raw_topic,
+    run_worker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +83,6 @@ def decode_raw(value: bytes | None) -> RawEvent:
     return RawEvent.model_validate_json(value)
 
 
-def validation_reason(exc: Exception) -> str:
-    """A short, readable reason for a dead letter."""
-    if isinstance(exc, ValidationError):
-        return describe_invalid(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
 def build(settings: Settings) -> Any:
     """The features faust app, with its agent registered."""
     app = make_app(settings, "features")
@@ -95,23 +94,25 @@ def build(settings: Settings) -> Any:
     changelog = entities.changelog_topic.get_topic_name()
 
     @app.agent(source)
+    @exit_uncommitted_on_failure
     async def features(stream: Any) -> None:
         async for events in batches(stream, settings):
             received_at = time.time()
             # One table write per entity and batch: each write is a changelog record.
             touched: dict[str, tuple[Any, EntityState]] = {}
             for event in events:
-                try:
+                try:  # whatever one record raises makes it a dead letter, never its batch
                     raw = decode_raw(event.message.value)
-                except (ValidationError, ValueError) as exc:
-                    dl = dead_letter("features", event, validation_reason(exc))
+                    eid = raw.entity_id
+                    state = touched[eid][1] if eid in touched else entities.get(eid)
+                    vector, new_state = featurize(raw, state, received_at)
+                    value = vector.to_bytes()
+                except Exception as exc:
+                    dl = dead_letter("features", event, failure_reason(exc))
                     emitter.emit(dlq_topic, dl.source_topic, dl.to_bytes())
                     continue
-                eid = raw.entity_id
-                state = touched[eid][1] if eid in touched else entities.get(eid)
-                vector, new_state = featurize(raw, state, received_at)
                 touched[eid] = (event, new_state)
-                emitter.emit(out_topic, eid, vector.to_bytes())
+                emitter.emit(out_topic, eid, value)
             for eid, (event, state) in touched.items():
                 # The table's changelog record goes out with the batch's output through
                 # librdkafka (faust's own per-key send made this processor ~3x slower), in the

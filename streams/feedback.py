@@ -39,12 +39,23 @@ from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from driftway.settings import Settings
-from schemas.events import FeedbackOutcome, Label, Record, Served, TrainingExample
-from streams.app import Emitter, batches, dead_letter, make_app, run_worker
-from streams.features import validation_reason
+from schemas.events import (
+    FeedbackOutcome,
+    Label,
+    Record,
+    Served,
+    TrainingExample,
+    failure_reason,
+)
+from streams.app import (
+    Emitter,
+    batches,
+    dead_letter,
+    exit_uncommitted_on_failure,
+    make_app,
+    run_worker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +224,7 @@ def build(settings: Settings) -> Any:
         await emitter.flush()
 
     @app.agent(source)
+    @exit_uncommitted_on_failure
     async def feedback(stream: Any) -> None:
         async for events in batches(stream, settings):
             now = time.time()
@@ -226,8 +238,8 @@ def build(settings: Settings) -> Any:
                     else:
                         label = Label.model_validate_json(value)
                         emit(join.label(label.event_id, label, now, msg.partition))
-                except (ValidationError, ValueError) as exc:
-                    dl = dead_letter("feedback", event, validation_reason(exc))
+                except Exception as exc:  # one record's failure is its dead letter, not the batch's
+                    dl = dead_letter("feedback", event, failure_reason(exc))
                     emitter.emit(settings.topic("dead-letters"), dl.source_topic, dl.to_bytes())
             await flush()
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from river import metrics, utils
 
 from driftway import artifacts
@@ -54,9 +54,9 @@ from schemas.events import (
     TrainingExample,
     TrainingOffsets,
     TrainingRecord,
+    failure_reason,
     label_text,
 )
-from streams.features import validation_reason
 from streams.policy import Decision, Policy
 
 log = logging.getLogger(__name__)
@@ -517,12 +517,14 @@ class LearnerService:
             log.error("%s; the learner goes on with the lines it has", refused)
 
     def handle(self, msg: Message) -> None:
+        """Learn from one training record; one that fails is a dead letter, not the batch's."""
         try:
             record = TRAINING.validate_json(msg.value() or b"")
-        except ValidationError as exc:
-            self._dead_letter(msg, validation_reason(exc))
+            result = self.learner.step(msg.offset(), record)
+        except Exception as exc:
+            self._dead_letter(msg, failure_reason(exc))
             return
-        self.apply(self.learner.step(msg.offset(), record), msg)
+        self.apply(result, msg)
 
     def apply(self, result: StepResult, msg: Message | None = None) -> None:
         """Write what a step produced: metrics, versions (before the deployments naming

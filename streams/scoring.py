@@ -19,16 +19,29 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-from pydantic import ValidationError
-
 from driftway.artifacts import ArtifactRefused
 from driftway.kafka import make_producer, produce
 from driftway.models import predict_explained
 from driftway.registry import ModelRegistry, RegistryError
 from driftway.settings import Settings
-from schemas.events import DeadLetter, Deployment, FeatureVector, Output, Prediction, Served
-from streams.app import Emitter, batches, dead_letter, make_app, raw_topic, run_worker
-from streams.features import validation_reason
+from schemas.events import (
+    DeadLetter,
+    Deployment,
+    FeatureVector,
+    Output,
+    Prediction,
+    Served,
+    failure_reason,
+)
+from streams.app import (
+    Emitter,
+    batches,
+    dead_letter,
+    exit_uncommitted_on_failure,
+    make_app,
+    raw_topic,
+    run_worker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +179,7 @@ def build(settings: Settings) -> Any:
         watcher.start()
 
     @app.agent(raw_topic(app, settings.topic("features")))
+    @exit_uncommitted_on_failure
     async def scoring(stream: Any) -> None:
         await watcher.wait_ready()
         async for events in batches(stream, settings):
@@ -173,15 +187,16 @@ def build(settings: Settings) -> Any:
             assert serving is not None
             started = time.time()
             for event in events:
-                try:
+                try:  # whatever one record raises makes it a dead letter, never its batch
                     vector = FeatureVector.model_validate_json(event.message.value or b"")
-                except ValidationError as exc:
-                    dl = dead_letter("scoring", event, validation_reason(exc))
+                    prediction, served = score_event(serving, vector, p.explain_top, started)
+                    out = prediction.to_bytes(), served.to_bytes()
+                except Exception as exc:
+                    dl = dead_letter("scoring", event, failure_reason(exc))
                     emitter.emit(dead_letters, dl.source_topic, dl.to_bytes())
                     continue
-                prediction, served = score_event(serving, vector, p.explain_top, started)
-                emitter.emit(predictions, vector.entity_id, prediction.to_bytes())
-                emitter.emit(served_topic, vector.event_id, served.to_bytes())
+                emitter.emit(predictions, vector.entity_id, out[0])
+                emitter.emit(served_topic, vector.event_id, out[1])
             await emitter.flush()
 
     return app

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from schemas.events import RawEvent
-from streams.features import decode_raw, event_features, featurize, validation_reason
+from schemas.events import RawEvent, failure_reason
+from streams.features import decode_raw, event_features, featurize
 
 
 def test_numbers_stay_numeric_and_strings_become_one_hot() -> None:
@@ -39,6 +39,6 @@ def test_decode_errors_have_readable_reasons() -> None:
     try:
         decode_raw(b'{"event_id": "e", "ts": 1, "data": {}}')
     except Exception as exc:  # noqa: BLE001
-        assert validation_reason(exc) == "invalid RawEvent: entity_id: Field required"
+        assert failure_reason(exc) == "invalid RawEvent: entity_id: Field required"
     else:
         pytest.fail("missing entity_id was accepted")
