@@ -8,7 +8,8 @@ with gradual ones; 4 concepts of 25,000 events), with the model that suits each 
 Agrawal), every event is answered before its label is known, and scored against that label:
 
 - ``static``: the model learns from the first 5,000 events, then never again;
-- ``driftway``: ``streams.offline.OfflineLoop``, Driftway's learner and policy in-process with
+- ``driftway``: ``driftway.logic.offline.OfflineLoop``, Driftway's learner and policy in-process
+  with
   default settings (a version published every 1,000 labels and served in place of the last;
   concept drift on the champion's errors starts a challenger, the paired test promotes it, a
   worse promoted version is rolled back); each label arrives 50 events after its event;
@@ -53,9 +54,9 @@ from river import forest
 
 from bench.drift_streams import CONCEPT_STREAMS, Stream, environment, make_stream
 from bench.record import save_record, start_record
-from driftway.models import make_model
+from driftway.logic.models import make_model
+from driftway.logic.offline import OfflineLoop
 from driftway.settings import Settings
-from streams.offline import OfflineLoop
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CONTENDERS = ("static", "driftway", "driftway-no-policy", "arf")

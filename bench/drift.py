@@ -19,8 +19,8 @@ its 0/1 error stream, the same for all:
   ``drift_detected`` an alarm.
 
 Data stream: ``driftway`` is the drift processor's ``DataDriftMonitor`` (built by
-``streams.drift.ModelMonitors`` from ``DriftSettings()``: KS test, windows of 1,000, a check
-every 250 events, 1 false alarm per 100,000 events budgeted), fed the features directly (the
+``driftway.streams.drift.ModelMonitors`` from ``DriftSettings()``: KS test, windows of 1,000, a
+check every 250 events, 1 false alarm per 100,000 events budgeted), fed the features directly (the
 processor's 1,000-event warm-up and its ignore list do not matter here); ``river_adwin`` is
 one River ``ADWIN()`` per feature on the raw values, any of them alarming counts (alarms of
 several features at the same event count once).
@@ -58,10 +58,10 @@ from river import drift as river_drift
 
 from bench.drift_streams import CONCEPT_STREAMS, STREAMS, Stream, environment, make_stream
 from bench.record import save_record, start_record
-from driftway.drift import ConceptDriftDetector
-from driftway.models import make_model
+from driftway.logic.drift import ConceptDriftDetector
+from driftway.logic.models import make_model
 from driftway.settings import DriftSettings
-from streams.drift import ModelMonitors
+from driftway.streams.drift import ModelMonitors
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CONCEPT_DETECTORS = ("driftway", "river_adwin", "river_ddm")

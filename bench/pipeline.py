@@ -36,16 +36,16 @@ from record import save_record, start_record  # bench/record.py, beside this fil
 from rich.console import Console
 from rich.table import Table
 
-from consumers.subscriber import PredictionSubscriber
-from deploy.kafka_local import free_port
-from driftway.demo import DemoPlan, loan_applications
-from driftway.kafka import client_config
-from driftway.models import logistic_regression, predict_explained
-from driftway.query import query
+from driftway.app.demo import DemoPlan, loan_applications
+from driftway.app.query import query
+from driftway.app.supervisor import Stack
+from driftway.consumers.subscriber import PredictionSubscriber
+from driftway.io.broker import free_port
+from driftway.io.kafka import client_config
+from driftway.logic.features import event_features
+from driftway.logic.models import logistic_regression, predict_explained
 from driftway.sdk import EventProducer
 from driftway.settings import KafkaSettings, Settings
-from driftway.supervisor import Stack
-from streams.features import event_features
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"

@@ -43,18 +43,20 @@ from record import save_record, start_record  # bench/record.py, beside this fil
 from rich.console import Console
 from rich.table import Table
 
-from deploy.kafka_local import free_port
-from driftway import artifacts
-from driftway.demo import DemoPlan, loan_applications
-from driftway.kafka import client_config, make_producer, produce
-from driftway.models import coerce_label, make_model
-from driftway.registry import ModelRegistry, next_deployment, publish_version, write_deployment
+from driftway.app.demo import DemoPlan, loan_applications
+from driftway.app.supervisor import Stack
+from driftway.io.broker import free_port
+from driftway.io.kafka import client_config, make_producer, produce
+from driftway.io.keys import with_signing_key
+from driftway.io.registry import ModelRegistry
+from driftway.logic import artifacts
+from driftway.logic.features import featurize
+from driftway.logic.models import coerce_label, make_model
+from driftway.logic.registry import next_deployment, publish_version, write_deployment
+from driftway.schemas.events import Deployment, FeatureVector, ModelVersion, Prediction, RawEvent
 from driftway.sdk import EventProducer
 from driftway.settings import KafkaSettings, ProcessingSettings, Settings
-from driftway.supervisor import Stack
-from schemas.events import Deployment, FeatureVector, ModelVersion, Prediction, RawEvent
-from streams.features import featurize
-from streams.scoring import DeploymentWatcher
+from driftway.streams.scoring import DeploymentWatcher
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -95,7 +97,8 @@ def trained_versions(settings: Settings, spec: str, count: int,
             vector, entities[raw.entity_id] = featurize(raw, entities.get(raw.entity_id), 0.0)
             model.learn_one(vector.features, coerce_label(model, label))
         out.append(artifacts.build_version(
-            settings.processing.model_name, model, settings.signing_key_bytes, parent=None,
+            settings.processing.model_name, model, with_signing_key(settings).signing_key_bytes,
+            parent=None,
             reason=f"bench/swap.py: {spec} trained on {events} demo events (seed {plan.seed})",
             examples_seen=events))
     if len({meta.version for meta, _ in out}) < count:
@@ -477,7 +480,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--swaps", type=int, default=20, help="deployments to write")
     p.add_argument("--gap", type=float, default=1.5, help="seconds between two deployments")
     p.add_argument("--model", default="logistic_regression",
-                   help="model spec of the swapped versions (driftway.models.make_model)")
+                   help="model spec of the swapped versions (driftway.logic.models.make_model)")
     p.add_argument("--versions", type=int, default=2, help="versions to alternate between")
     p.add_argument("--train-events", type=int, default=500,
                    help="demo events each swapped version is trained on")
@@ -619,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"training {args.versions} versions of {args.model} on "
                   f"{args.train_events} events each…")
     built = trained_versions(settings, args.model, args.versions, args.train_events)
-    key = settings.signing_key_bytes
+    key = with_signing_key(settings).signing_key_bytes
     r["artifacts"] = {"versions": [meta.version for meta, _ in built],
                       "bytes": [meta.artifact_size for meta, _ in built],
                       "chunks": [meta.artifact_chunks for meta, _ in built],

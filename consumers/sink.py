@@ -24,7 +24,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from consumers.clickhouse import (
+from driftway.io.clickhouse import (
     OFFSET_COLUMNS,
     SINK_TABLES,
     QueryResult,
@@ -34,9 +34,9 @@ from consumers.clickhouse import (
     ensure_schema,
     run_query,
 )
-from driftway.kafka import client_config
+from driftway.io.kafka import client_config
+from driftway.schemas.events import DeadLetter, failure_reason
 from driftway.settings import Settings
-from schemas.events import DeadLetter, failure_reason
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from confluent_kafka import Consumer, KafkaError
 from pydantic import ValidationError
 
-from driftway.kafka import client_config
+from driftway.io.kafka import client_config
+from driftway.schemas.events import Prediction
 from driftway.settings import Settings
-from schemas.events import Prediction
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 from pydantic import ValidationError
 
-from driftway.kafka import make_producer, produce
+from driftway.io.kafka import make_producer, produce
+from driftway.schemas.events import Label, RawEvent, Record, describe_invalid
 from driftway.settings import Settings
-from schemas.events import Label, RawEvent, Record, describe_invalid
 
 
 class InvalidRecord(ValueError):

@@ -28,21 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TOPIC_KEYS = (
-    "raw",
-    "features",
-    "predictions",
-    "labels",
-    "served",
-    "training",
-    "model-versions",
-    "model-artifacts",
-    "deployments",
-    "drift",
-    "metrics",
-    "dead-letters",
-    "feedback",
-)
+from driftway.schemas.topology import TOPIC_KEYS
 
 
 def _kafka_env(field: str) -> str:
@@ -73,8 +59,9 @@ class KafkaSettings(BaseModel):
     )
     replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
 
-    # Security: confluent-kafka (driftway.kafka.client_config) and faust (streams.app.make_app)
-    # both take these, so every client of a process connects the same way.
+    # Security: confluent-kafka (driftway.io.kafka.client_config) and faust
+    # (driftway.io.agents.make_app) both take these, so every client of a process connects the
+    # same way.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over "
         "TLS). The local broker speaks PLAINTEXT only.")
@@ -172,7 +159,7 @@ class ProcessingSettings(BaseModel):
     )
     model: str = Field(
         "logistic_regression",
-        description="The model the learner trains: a name from driftway.models.MODELS "
+        description="The model the learner trains: a name from driftway.logic.models.MODELS "
         "(logistic_regression, hoeffding_tree, adaptive_random_forest, linear_regression), an "
         "import path 'package.module:factory', or a River expression such as "
         "'preprocessing.StandardScaler() | linear_model.LogisticRegression()'.",
@@ -319,14 +306,16 @@ class Settings(BaseSettings):
     )
     clickhouse_database: str = Field("driftway", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     kafka_libs_dir: Path | None = Field(
-        None, description="Where the broker's jars live (default: deploy/kafka/libs)."
+        None, description="Where the local broker's jars live (default: deploy/kafka/libs of the "
+        "checkout, where `make install` puts them)."
     )
     signing_key: SecretStr | None = Field(
         None,
         min_length=16,
         description="HMAC-SHA256 key that signs model artifacts (a secret: never printed). "
-        "Default: a random key kept in <state_dir>/signing.key, fine for one machine; set it "
-        "explicitly (same value everywhere) when processes run on several.",
+        "Default: a random key that the first process needing one creates in "
+        "<state_dir>/signing.key, fine for one machine; set it explicitly (same value "
+        "everywhere) when processes run on several.",
     )
     log_level: Literal["debug", "info", "warn", "error"] = "warn"
     kafka: KafkaSettings = KafkaSettings()
@@ -353,7 +342,7 @@ class Settings(BaseSettings):
         return v
 
     def topic(self, key: str) -> str:
-        """Full topic name for one of TOPIC_KEYS."""
+        """Full topic name of a topic of the topology (driftway.schemas.topology)."""
         if key not in TOPIC_KEYS:
             raise KeyError(f"unknown topic {key!r}; known: {', '.join(TOPIC_KEYS)}")
         return f"{self.topic_prefix}{key}"
@@ -372,31 +361,14 @@ class Settings(BaseSettings):
 
     @property
     def signing_key_bytes(self) -> bytes:
-        """The artifact signing key: the configured secret, or this state directory's own."""
-        if self.signing_key is not None:
-            return self.signing_key.get_secret_value().encode()
-        path = self.state_dir / "signing.key"
-        if not path.exists():
-            import secrets
-
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(secrets.token_hex(32))
-            tmp.chmod(0o600)
-            try:
-                os.link(tmp, path)  # atomic: the first writer wins, everyone reads its key
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
-        return path.read_text().strip().encode()
-
-    @property
-    def libs_dir(self) -> Path:
-        """Directory of the local broker's jars."""
-        if self.kafka_libs_dir is not None:
-            return self.kafka_libs_dir
-        return Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "libs"
+        """The artifact signing key. Reading settings does no I/O: a process that signs or
+        verifies artifacts gets its key at start-up (driftway.io.keys.with_signing_key)."""
+        if self.signing_key is None:
+            raise SettingsError(
+                "no artifact signing key: set DRIFTWAY_SIGNING_KEY, or let the process that "
+                "needs it create this state directory's own at start-up "
+                "(driftway.io.keys.with_signing_key)")
+        return self.signing_key.get_secret_value().encode()
 
 
 class SettingsError(Exception):

@@ -359,24 +359,6 @@ class DeadLetter(Record):
         )
 
 
-#: Every wire format, by the topic key that carries it.
-TOPIC_RECORDS: dict[str, type[Record]] = {
-    "raw": RawEvent,
-    "features": FeatureVector,
-    "predictions": Prediction,
-    "labels": Label,
-    "served": Served,
-    "training": TrainingExample,
-    "model-versions": ModelVersion,
-    "model-artifacts": ArtifactChunk,
-    "deployments": Deployment,
-    "drift": DriftEvent,
-    "metrics": Metric,
-    "dead-letters": DeadLetter,
-    "feedback": FeedbackOutcome,
-}
-
-
 def describe_invalid(exc: ValidationError, limit: int = 5) -> str:
     """One line naming each bad field of a failed validation.
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas.events import TOPIC_RECORDS, json_schema
+from driftway.schemas.events import json_schema
+from driftway.schemas.topology import TOPIC_RECORDS
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 

@@ -24,10 +24,10 @@ from fnmatch import fnmatchcase
 
 from confluent_kafka import Consumer, KafkaError, Message
 
-from driftway.drift import Alarm, DataDriftMonitor
-from driftway.kafka import client_config, make_producer, produce
+from driftway.io.kafka import client_config, make_producer, produce
+from driftway.logic.drift import Alarm, DataDriftMonitor
+from driftway.schemas.events import DeadLetter, DriftEvent, Served, failure_reason, label_text
 from driftway.settings import DriftSettings, Settings
-from schemas.events import DeadLetter, DriftEvent, Served, failure_reason, label_text
 
 log = logging.getLogger(__name__)
 

@@ -1,32 +1,14 @@
-"""features: raw events → feature vectors.
-
-Numeric (and boolean) fields become numeric features as they are; string fields become one-hot
-categorical features named ``field=value``; no configuration needed. Each entity's running state —
-how many events it has sent and when the last came — lives in a changelog-backed faust table, so it
-survives a restart, and yields two aggregate features.
-
->>> from schemas.events import RawEvent
->>> e = RawEvent(event_id="e1", entity_id="u1", ts=1_000, data={"amount": 3, "city": "Oslo",
-...              "vip": True, "note": None})
->>> fv, state = featurize(e, None, received_at=5.0)
->>> fv.features  # doctest: +NORMALIZE_WHITESPACE
-{'amount': 3.0, 'city=Oslo': 1.0, 'vip': 1.0,
- 'entity.events': 1.0, 'entity.seconds_since_last': 0.0}
->>> state
-{'n': 1, 'last_ts': 1.0}
-"""
+"""features: raw events → feature vectors (``driftway.logic.features``), with each entity's
+running state in a changelog-backed faust table, so it survives a restart."""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from typing import Any
 
-from driftway.settings import Settings
-from schemas.events import FeatureVector, RawEvent, failure_reason
-from streams.app import (
+from driftway.io.agents import (
     Emitter,
     batches,
     dead_letter,
@@ -35,45 +17,11 @@ from streams.app import (
     raw_topic,
     run_worker,
 )
+from driftway.logic.features import EntityState, featurize
+from driftway.schemas.events import RawEvent, failure_reason
+from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
-
-EntityState = dict[str, Any]
-
-
-def event_features(data: dict[str, Any]) -> dict[str, float]:
-    """Flat event data → features (strings one-hot; None and non-finite numbers left out)."""
-    out: dict[str, float] = {}
-    for name, value in data.items():
-        if value is None:
-            continue
-        if isinstance(value, str):
-            out[f"{name}={value}"] = 1.0
-        else:
-            number = float(value)
-            if math.isfinite(number):
-                out[name] = number
-    return out
-
-
-def featurize(
-    event: RawEvent, state: EntityState | None, received_at: float
-) -> tuple[FeatureVector, EntityState]:
-    """One raw event and its entity's state → its feature vector and the entity's new state."""
-    ts = event.ts.timestamp()
-    features = event_features(event.data)
-    n = (state or {}).get("n", 0) + 1
-    last = (state or {}).get("last_ts")
-    features["entity.events"] = float(n)
-    features["entity.seconds_since_last"] = max(0.0, ts - last) if last is not None else 0.0
-    vector = FeatureVector(
-        event_id=event.event_id,
-        entity_id=event.entity_id,
-        ts=event.ts,
-        features=features,
-        received_at=received_at,
-    )
-    return vector, {"n": n, "last_ts": ts if last is None else max(ts, last)}
 
 
 def decode_raw(value: bytes | None) -> RawEvent:

@@ -19,21 +19,7 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-from driftway.artifacts import ArtifactRefused
-from driftway.kafka import make_producer, produce
-from driftway.models import predict_explained
-from driftway.registry import ModelRegistry, RegistryError
-from driftway.settings import Settings
-from schemas.events import (
-    DeadLetter,
-    Deployment,
-    FeatureVector,
-    Output,
-    Prediction,
-    Served,
-    failure_reason,
-)
-from streams.app import (
+from driftway.io.agents import (
     Emitter,
     batches,
     dead_letter,
@@ -42,6 +28,21 @@ from streams.app import (
     raw_topic,
     run_worker,
 )
+from driftway.io.kafka import make_producer, produce
+from driftway.io.registry import ModelRegistry
+from driftway.logic.artifacts import ArtifactRefused
+from driftway.logic.models import predict_explained
+from driftway.logic.registry import RegistryError
+from driftway.schemas.events import (
+    DeadLetter,
+    Deployment,
+    FeatureVector,
+    Output,
+    Prediction,
+    Served,
+    failure_reason,
+)
+from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
 

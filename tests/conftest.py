@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.kafka_local import LocalBroker, free_port
+from driftway.io.broker import LocalBroker, free_port
 from driftway.settings import KafkaSettings, Settings
 
 

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from driftway.query import query
+from driftway.app.query import query
+from driftway.app.supervisor import Stack
 from driftway.sdk import EventProducer
 from driftway.settings import DriftSettings, PolicySettings, ProcessingSettings, Settings
-from driftway.supervisor import Stack
 from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration

@@ -9,11 +9,11 @@ import sys
 import pytest
 from confluent_kafka import Consumer
 
-from driftway.kafka import ensure_topics, group_stable
+from driftway.app.supervisor import settings_env
+from driftway.io.kafka import ensure_topics, group_stable
+from driftway.schemas.events import FeatureVector
 from driftway.sdk import EventProducer
 from driftway.settings import Settings
-from driftway.supervisor import settings_env
-from schemas.events import FeatureVector
 from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 def start_features(settings: Settings) -> subprocess.Popen[bytes]:
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # for the log; faust's dir it makes
-    return subprocess.Popen([sys.executable, "-m", "driftway.cli", "worker", "features"],
+    return subprocess.Popen([sys.executable, "-m", "driftway", "worker", "features"],
                             env=settings_env(settings),
                             stdout=(settings.state_dir / "features.log").open("ab"),
                             stderr=subprocess.STDOUT)

@@ -17,14 +17,14 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from consumers.clickhouse import connect, ensure_schema
-from consumers.sink import ClickHouseSink
-from deploy.kafka_local import LocalBroker, free_port
-from driftway.kafka import ensure_topics
+from driftway.app.supervisor import settings_env
+from driftway.consumers.sink import ClickHouseSink
+from driftway.io.broker import LocalBroker, free_port
+from driftway.io.clickhouse import connect, ensure_schema
+from driftway.io.kafka import ensure_topics
+from driftway.schemas.events import Prediction
 from driftway.sdk import DeliveryError, EventProducer, InvalidRecord
 from driftway.settings import KafkaSettings, Settings
-from driftway.supervisor import settings_env
-from schemas.events import Prediction
 from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ def test_up_runs_everything_and_sigterm_leaves_no_process(tmp_path: Path) -> Non
     env |= {"DRIFTWAY_STATE_DIR": str(tmp_path),
             "DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
             "DRIFTWAY_KAFKA__CONTROLLER_PORT": str(settings.kafka.controller_port)}
-    up = subprocess.Popen([sys.executable, "-m", "driftway.cli", "up"], env=env,
+    up = subprocess.Popen([sys.executable, "-m", "driftway", "up"], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(up.stdout.readline, "")),  # type: ignore[union-attr]
@@ -84,7 +84,7 @@ def test_up_fails_clearly_when_the_broker_port_is_taken(tmp_path: Path,
                                                           kafka_broker: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWAY_")}
     env |= {"DRIFTWAY_STATE_DIR": str(tmp_path), "DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS": kafka_broker}
-    done = subprocess.run([sys.executable, "-m", "driftway.cli", "up"], env=env,
+    done = subprocess.run([sys.executable, "-m", "driftway", "up"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "already in use" in done.stderr and "DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS" in done.stderr
@@ -167,7 +167,7 @@ def test_producer_sdk_refuses_bad_payloads_and_surfaces_delivery_errors(
              for i in range(2)]
     source = tmp_path / "events.jsonl"
     source.write_text(f"{lines[0]}\n{{\"event_id\": \"no-entity\"}}\n{lines[1]}\n")
-    done = subprocess.run([sys.executable, "-m", "driftway.cli", "produce", str(source)],
+    done = subprocess.run([sys.executable, "-m", "driftway", "produce", str(source)],
                           env=settings_env(settings), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "line 2: invalid RawEvent: entity_id" in done.stderr

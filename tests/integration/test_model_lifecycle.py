@@ -14,23 +14,28 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from driftway import artifacts
-from driftway.kafka import ensure_topics, make_producer
-from driftway.models import make_model
-from driftway.query import query
-from driftway.registry import ModelRegistry, next_deployment, publish_version, write_deployment
+from driftway.app.query import query
+from driftway.app.supervisor import Stack, settings_env
+from driftway.io.kafka import ensure_topics, make_producer
+from driftway.io.keys import with_signing_key
+from driftway.io.registry import ModelRegistry
+from driftway.logic import artifacts
+from driftway.logic.learning import Learner
+from driftway.logic.models import make_model
+from driftway.logic.registry import next_deployment, publish_version, write_deployment
+from driftway.schemas.events import Output, Prediction, TrainingExample
 from driftway.sdk import EventProducer
 from driftway.settings import PolicySettings, ProcessingSettings, Settings
-from driftway.supervisor import Stack, settings_env
-from schemas.events import Output, Prediction, TrainingExample
-from streams.learner import Learner
 from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def with_processing(settings: Settings, **processing: Any) -> Settings:
-    return settings.model_copy(update={"processing": ProcessingSettings(**processing)})
+    """These processing settings, and the state directory's signing key: the test signs and
+    verifies artifacts as the processes do."""
+    return with_signing_key(
+        settings.model_copy(update={"processing": ProcessingSettings(**processing)}))
 
 
 def event(i: int, tag: str = "ev") -> dict[str, Any]:
@@ -60,7 +65,8 @@ def trained_version(settings: Settings, parent: str | None) -> tuple[Any, bytes]
     for i in range(300):
         model.learn_one({"amount": float(i % 100), "kind=a": float(i % 3 == 0)}, i % 100 > 50)
     return artifacts.build_version(settings.processing.model_name, model,
-                                   settings.signing_key_bytes, parent, reason="trained offline")
+                                   settings.signing_key_bytes, parent,
+                                   reason="trained offline")
 
 
 def read_topic(settings: Settings, key: str, expected: int, timeout: float = 90.0) -> list[Any]:
@@ -247,7 +253,7 @@ def test_kill_9_of_the_learner_recovers_the_model_an_uninterrupted_run_builds(
     n = 2000
     stream = training_examples(n)
     env = settings_env(settings)
-    cmd = [sys.executable, "-m", "driftway.cli", "learner"]
+    cmd = [sys.executable, "-m", "driftway", "learner"]
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     log = (settings.state_dir / "learner.log").open("ab")
     learner = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -337,7 +343,8 @@ def test_artifacts_larger_than_one_message_travel_in_chunks(stack_settings: Sett
     model = make_model("adaptive_random_forest")
     for i in range(300):
         model.learn_one({"a": float(i % 7), "b": float(i % 5)}, i % 7 > i % 5)
-    meta, artifact = artifacts.build_version("big", model, settings.signing_key_bytes, None,
+    key = settings.signing_key_bytes
+    meta, artifact = artifacts.build_version("big", model, key, None,
                                              chunk_bytes=settings.processing.artifact_chunk_bytes)
     assert meta.artifact_chunks == -(-len(artifact) // 4096) > 10
     with Emitting(settings) as emit:

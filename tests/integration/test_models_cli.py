@@ -15,16 +15,17 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from pydantic import TypeAdapter
 
-from consumers.clickhouse import connect, ensure_schema
-from consumers.sink import ClickHouseSink, query_endpoint_file
-from deploy.kafka_local import free_port
-from driftway.artifacts import build_version
-from driftway.kafka import ensure_topics, make_producer, produce
-from driftway.models import make_model
-from driftway.registry import ModelRegistry, publish_version
-from driftway.settings import KafkaSettings, Settings
-from driftway.supervisor import settings_env
-from schemas.events import (
+from driftway.app.supervisor import settings_env
+from driftway.consumers.sink import ClickHouseSink, query_endpoint_file
+from driftway.io.broker import free_port
+from driftway.io.clickhouse import connect, ensure_schema
+from driftway.io.kafka import ensure_topics, make_producer, produce
+from driftway.io.keys import with_signing_key
+from driftway.io.registry import ModelRegistry
+from driftway.logic.artifacts import build_version
+from driftway.logic.models import make_model
+from driftway.logic.registry import publish_version
+from driftway.schemas.events import (
     Deployment,
     ModelVersion,
     Output,
@@ -33,6 +34,7 @@ from schemas.events import (
     TrainingOffsets,
     TrainingRecord,
 )
+from driftway.settings import KafkaSettings, Settings
 from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -41,7 +43,7 @@ MODEL = "default"
 
 
 def run_cli(settings: Settings, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "driftway.cli", *args],
+    done = subprocess.run([sys.executable, "-m", "driftway", *args],
                           env=settings_env(settings), capture_output=True, text=True, timeout=90)
     if ok:
         assert done.returncode == 0, done.stderr
@@ -77,7 +79,8 @@ def publish_versions(settings: Settings, n: int = 3) -> list[ModelVersion]:
         for j in range(5):
             model.learn_one({"x": float(j), "y": float(i)}, j % 2 == 0)
         meta, artifact = build_version(
-            MODEL, model, settings.signing_key_bytes, versions[-1].version if versions else None,
+            MODEL, model, with_signing_key(settings).signing_key_bytes,
+            versions[-1].version if versions else None,
             reason=f"step {i}", examples_seen=5 * (i + 1),
             training_offsets=TrainingOffsets(topic=settings.topic("training"), start=5 * i,
                                              end=5 * (i + 1)))
@@ -164,7 +167,7 @@ def test_models_commands_write_deployments_and_the_sink_records_them(
         published["request"])
 
     log = (tmp_path / "sink.log").open("wb")
-    sink = subprocess.Popen([sys.executable, "-m", "driftway.cli", "sink"],
+    sink = subprocess.Popen([sys.executable, "-m", "driftway", "sink"],
                             env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: query_endpoint_file(settings).exists() or sink.poll() is not None,

@@ -14,12 +14,12 @@ import pytest
 from confluent_kafka import Producer
 from rich.console import Console
 
-from consumers.subscriber import PredictionSubscriber
-from driftway.query import query
+from driftway.app.query import query
+from driftway.app.status import LiveStatus, StatusProbe
+from driftway.app.supervisor import Stack, settings_env
+from driftway.consumers.subscriber import PredictionSubscriber
 from driftway.sdk import EventProducer
 from driftway.settings import Settings
-from driftway.status import LiveStatus, StatusProbe
-from driftway.supervisor import Stack, settings_env
 from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -101,12 +101,12 @@ def test_valid_events_give_one_prediction_each_and_malformed_ones_one_dead_lette
 
         # `driftway query` from another process goes through the running pipeline's engine.
         env = settings_env(settings)
-        done = subprocess.run([sys.executable, "-m", "driftway.cli", "query", "--format", "json",
+        done = subprocess.run([sys.executable, "-m", "driftway", "query", "--format", "json",
                                "SELECT count() AS n FROM predictions"],
                               env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == [{"n": n}]
-        refused = subprocess.run([sys.executable, "-m", "driftway.cli", "query",
+        refused = subprocess.run([sys.executable, "-m", "driftway", "query",
                                   "DROP TABLE predictions"],
                                  env=env, capture_output=True, text=True, timeout=60)
         assert refused.returncode != 0 and "readonly" in refused.stderr

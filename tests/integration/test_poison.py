@@ -14,10 +14,10 @@ from collections import Counter
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from driftway.query import query
+from driftway.app.query import query
+from driftway.app.supervisor import Stack
+from driftway.schemas.events import DeadLetter, Prediction
 from driftway.settings import Settings
-from driftway.supervisor import Stack
-from schemas.events import DeadLetter, Prediction
 from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from driftway.report import write_report
+from driftway.app.report import write_report
 from driftway.settings import Settings
 from tests.unit.test_report import V1, V2, fill_monitoring_tables, own_database
 

@@ -8,11 +8,11 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from driftway.kafka import client_config
-from driftway.query import query
+from driftway.app.query import query
+from driftway.app.supervisor import Stack
+from driftway.io.kafka import client_config
 from driftway.sdk import EventProducer
 from driftway.settings import KafkaSettings, Settings
-from driftway.supervisor import Stack
 from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from consumers.clickhouse import (
+from driftway.io.clickhouse import (
     OFFSET_COLUMNS,
     SINK_TABLES,
     TableSpec,
@@ -20,8 +20,7 @@ from consumers.clickhouse import (
     run_query,
     split_sql,
 )
-from driftway.settings import Settings
-from schemas.events import (
+from driftway.schemas.events import (
     Contribution,
     Deployment,
     FeedbackOutcome,
@@ -34,6 +33,7 @@ from schemas.events import (
     TrainingExample,
     TrainingOffsets,
 )
+from driftway.settings import Settings
 
 TS = datetime(2026, 1, 1, 12, 0, 0, 123000, tzinfo=UTC)
 
@@ -100,7 +100,7 @@ def test_a_second_process_gets_a_clear_busy_error(client, embedded_settings: Set
     import subprocess
     import sys
 
-    code = ("from driftway.settings import Settings; from consumers.clickhouse import connect;"
+    code = ("from driftway.settings import Settings; from driftway.io.clickhouse import connect;"
             f"connect(Settings(state_dir={str(embedded_settings.state_dir)!r}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode != 0

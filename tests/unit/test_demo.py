@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from driftway.demo import DemoPlan, loan_applications
-from driftway.models import make_model
-from schemas.events import RawEvent
-from streams.features import event_features
+from driftway.app.demo import DemoPlan, loan_applications
+from driftway.logic.features import event_features
+from driftway.logic.models import make_model
+from driftway.schemas.events import RawEvent
 
 
 def test_demo_stream_is_valid_deterministic_and_changes_concept() -> None:

@@ -93,7 +93,7 @@ def driftway_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str
 
 def _assert_cli_command(where: str, command: Any) -> None:
     """`command` runs a real `driftway` sub-command (not a group), in exec form."""
-    from driftway.cli import cli  # imported here: a missing CLI fails only these tests
+    from driftway.app.cli import cli  # imported here: a missing CLI fails only these tests
 
     assert isinstance(command, list), f"{where}: command must be an exec-form list"
     assert command[0] == "driftway", where
@@ -219,7 +219,7 @@ def test_driftway_commands_exist_in_the_cli(driftway_services):
 
 
 def test_every_driftway_process_runs_in_compose(driftway_services):
-    from driftway.supervisor import PROCESSES
+    from driftway.app.supervisor import PROCESSES
 
     commands = {tuple(svc["command"][1:]) for svc in driftway_services.values()}
     missing = {name for name, args in PROCESSES.items() if tuple(args) not in commands}
@@ -327,7 +327,7 @@ def test_grafana_data_source_logs_in_as_driftway_read_only(services):
     assert password.startswith("$"), "the password comes from the environment"
     assert _grafana_expand(password, grafana) == clickhouse["CLICKHOUSE_PASSWORD"]
     # Every query read-only and deduplicated, as `driftway query` runs them.
-    from consumers.clickhouse import READ_ONLY
+    from driftway.io.clickhouse import READ_ONLY
 
     custom = {s["setting"]: s["value"] for s in data["customSettings"]}
     assert custom == {k: str(v) for k, v in READ_ONLY.items()}
@@ -403,7 +403,7 @@ def _sample_rows(client: Any, db: str) -> None:
 def test_dashboard_sql_runs_on_the_monitoring_tables(embedded_settings: Settings):
     """Every panel's and annotation's query, macros expanded as the plugin does, runs on the
     embedded engine against our DDL (in a database of its own) and finds the sample rows."""
-    from consumers.clickhouse import connect, ensure_schema, run_query
+    from driftway.io.clickhouse import connect, ensure_schema, run_query
 
     db = "grafana_dashboard"
     client = connect(embedded_settings)
@@ -487,7 +487,7 @@ def test_k8s_commands_exist_in_the_cli(resources):
 
 
 def test_every_driftway_process_runs_in_k8s(resources):
-    from driftway.supervisor import PROCESSES
+    from driftway.app.supervisor import PROCESSES
 
     for args in PROCESSES.values():
         _deployment_of(resources, ["driftway", *args])  # exactly one Deployment each
@@ -581,8 +581,7 @@ def test_dockerfile_copies_every_package_and_the_build_files():
             *sources, _dest = [a for a in shlex.split(args) if not a.startswith("--")]
             copied |= {s.rstrip("/") for s in sources}
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    includes = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = {pattern.rstrip("*").rstrip(".") for pattern in includes}
+    packages = set(pyproject["tool"]["setuptools"]["package-dir"].values())  # folders of code
     assert packages <= copied, f"packages not copied: {sorted(packages - copied)}"
     assert {"pyproject.toml", pyproject["project"]["readme"]} <= copied
     missing = sorted(s for s in copied if not (ROOT / s).exists())

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from driftway.drift import (
+from driftway.logic.drift import (
     DETECTORS,
     Alarm,
     ConceptDriftDetector,

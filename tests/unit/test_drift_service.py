@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
+from driftway.schemas.events import Served
 from driftway.settings import DriftSettings
-from schemas.events import Served
-from streams.drift import ModelMonitors
+from driftway.streams.drift import ModelMonitors
 
 
 def served(i: int, a: float, champion: str, p_true: float) -> Served:

@@ -4,8 +4,9 @@ import math
 
 import pytest
 
-from schemas.events import RawEvent, failure_reason
-from streams.features import decode_raw, event_features, featurize
+from driftway.logic.features import event_features, featurize
+from driftway.schemas.events import RawEvent, failure_reason
+from driftway.streams.features import decode_raw
 
 
 def test_numbers_stay_numeric_and_strings_become_one_hot() -> None:

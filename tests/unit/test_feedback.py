@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from schemas.events import FeedbackOutcome, Label, Served, TrainingExample
-from streams.feedback import FeedbackJoin
+from driftway.logic.join import FeedbackJoin
+from driftway.schemas.events import FeedbackOutcome, Label, Served, TrainingExample
 
 
 def served(event_id: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.kafka_local import LauncherError, LocalBroker, ensure_jars, server_properties
+from driftway.io.broker import LauncherError, LocalBroker, ensure_jars, server_properties
 from driftway.settings import KafkaSettings, Settings
 
 

@@ -5,10 +5,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from driftway import artifacts
+from driftway.logic import artifacts
+from driftway.logic.learning import Learner, Published
+from driftway.schemas.events import Output, PublishRequest, TrainingExample
 from driftway.settings import ProcessingSettings, Settings
-from schemas.events import Output, PublishRequest, TrainingExample
-from streams.learner import Learner, Published
 
 KEY = b"0123456789abcdef-test"
 

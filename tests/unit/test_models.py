@@ -9,7 +9,7 @@ import pytest
 from river import base, linear_model, tree
 from river.datasets import synth
 
-from driftway.models import (
+from driftway.logic.models import (
     MAX_OCCLUDED,
     MODELS,
     Explained,
@@ -18,7 +18,7 @@ from driftway.models import (
     make_model,
     predict_explained,
 )
-from schemas.events import Contribution, label_text
+from driftway.schemas.events import Contribution, label_text
 
 CLASSIFIERS = ["logistic_regression", "hoeffding_tree", "adaptive_random_forest"]
 REGRESSORS = ["linear_regression"]

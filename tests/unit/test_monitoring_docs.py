@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.clickhouse import connect, ensure_schema, run_query
+from driftway.io.clickhouse import connect, ensure_schema, run_query
 from driftway.settings import Settings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "monitoring.md"

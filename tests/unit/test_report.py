@@ -12,12 +12,11 @@ from typing import Any, Literal
 import pytest
 from click.testing import CliRunner
 
-from consumers.clickhouse import OFFSET_COLUMNS, SINK_TABLES, connect, ensure_schema
-from driftway import report
-from driftway.cli import cli
-from driftway.query import query
-from driftway.settings import Settings
-from schemas.events import (
+from driftway.app import report
+from driftway.app.cli import cli
+from driftway.app.query import query
+from driftway.io.clickhouse import OFFSET_COLUMNS, SINK_TABLES, connect, ensure_schema
+from driftway.schemas.events import (
     DeadLetter,
     Deployment,
     DriftEvent,
@@ -28,6 +27,7 @@ from schemas.events import (
     Prediction,
     Record,
 )
+from driftway.settings import Settings
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 V1, V2 = "a1" * 32, "b2" * 32

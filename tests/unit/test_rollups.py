@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumers.clickhouse import (
+from driftway.io.clickhouse import (
     OFFSET_COLUMNS,
     SINK_TABLES,
     connect,
@@ -15,8 +15,8 @@ from consumers.clickhouse import (
     run_query,
     training_row,
 )
+from driftway.schemas.events import Output, Prediction, TrainingExample
 from driftway.settings import Settings
-from schemas.events import Output, Prediction, TrainingExample
 
 DB = "driftway_rollups"
 MINUTE = datetime(2026, 3, 1, 10, 0, tzinfo=UTC).timestamp()

@@ -6,10 +6,10 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from driftway.settings import TOPIC_KEYS, Settings
-from schemas.events import TOPIC_RECORDS, Label, RawEvent, label_text
-from schemas.export import JSON_DIR, rendered_schemas
-from schemas.topics import topic_specs
+from driftway.schemas.events import Label, RawEvent, label_text
+from driftway.schemas.export import JSON_DIR, rendered_schemas
+from driftway.schemas.topology import TOPIC_KEYS, TOPIC_RECORDS, topic_specs
+from driftway.settings import Settings
 
 
 def test_raw_event_accepts_iso_and_epoch_millis() -> None:

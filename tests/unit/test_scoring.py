@@ -3,10 +3,10 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from driftway.models import make_model
-from driftway.registry import next_deployment
-from schemas.events import FeatureVector
-from streams.scoring import ServingSet, score_event
+from driftway.logic.models import make_model
+from driftway.logic.registry import next_deployment
+from driftway.schemas.events import FeatureVector
+from driftway.streams.scoring import ServingSet, score_event
 
 
 def vector(event_id: str, x: float) -> FeatureVector:

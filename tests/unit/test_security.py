@@ -22,9 +22,9 @@ from confluent_kafka import Producer
 from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from driftway.kafka import client_config
+from driftway.io.agents import broker_credentials, make_app
+from driftway.io.kafka import client_config
 from driftway.settings import KafkaSettings, Settings, SettingsError, load_settings
-from streams.app import broker_credentials, make_app
 
 PASSWORD = "sasl-pw-7f3a9c"
 DSN_PASSWORD = "ch-pw-51be20"
@@ -279,7 +279,7 @@ def test_secrets_never_appear_in_settings_output(certs: Certs, tmp_path: Path,
 
 
 def test_a_clickhouse_connection_error_does_not_show_the_password(tmp_path: Path):
-    from consumers.clickhouse import connect
+    from driftway.io.clickhouse import connect
 
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))

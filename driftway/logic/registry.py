@@ -1,28 +1,22 @@
-"""The model registry, on Kafka: versions, their signed artifacts, and deployments.
+"""Registry state: model versions, their signed artifacts and the deployments, without Kafka.
 
-Three compacted topics hold it all: ``model-versions`` (metadata, keyed ``model@version``),
-``model-artifacts`` (artifact chunks, keyed ``model@version/index``) and ``deployments`` (the
-current champion and shadows, keyed by model). ``ModelRegistry`` reads them from the beginning into
-memory and follows them; whoever needs a model (scoring, the learner, the CLI) loads it through
-``load``, which verifies the signature before deserialising.
+``RegistryState`` is what a reader of the three compacted registry topics knows — versions
+(``model-versions``, keyed ``model@version``), artifacts assembled from their chunks
+(``model-artifacts``) and the current deployment of each model (``deployments``) — and answers
+lineage questions on it. ``driftway.io.registry.ModelRegistry`` feeds it from Kafka. The
+functions below compute the next deployment and write versions through any ``Emit``.
 """
 
 from __future__ import annotations
 
 import base64
-import logging
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
-
-from driftway import artifacts
-from driftway.kafka import client_config
-from driftway.settings import Settings
-from schemas.events import (
+from driftway.logic import artifacts
+from driftway.schemas.events import (
     ArtifactChunk,
     DeadLetter,
     DeployAction,
@@ -30,12 +24,12 @@ from schemas.events import (
     ModelVersion,
     failure_reason,
 )
-
-log = logging.getLogger(__name__)
+from driftway.settings import Settings
 
 #: Something that writes one record: (topic, key, value).
 Emit = Callable[[str, str | bytes | None, bytes], None]
 
+#: The topic keys the registry is made of.
 REGISTRY_TOPICS = ("model-versions", "model-artifacts", "deployments")
 
 
@@ -127,16 +121,14 @@ def update_deployment(current: Deployment, old: str, new: str, reason: str) -> D
         previous=previous, reason=reason, by="learner", ts=datetime.now(UTC))
 
 
-class ModelRegistry:
-    """Versions, artifacts and deployments, read from Kafka and kept current by ``poll``.
+class RegistryState:
+    """Versions, artifacts and deployments as the registry topics have told them so far.
 
-    Not thread-safe: one owner polls it (scoring runs it in a thread of its own).
+    Not thread-safe: one owner applies records (scoring runs its registry in a thread of its own).
     """
 
-    def __init__(self, settings: Settings, name: str = "registry",
-                 max_artifact_bytes: int = 512 * 1024 * 1024) -> None:
+    def __init__(self, settings: Settings, max_artifact_bytes: int = 512 * 1024 * 1024) -> None:
         self.settings = settings
-        self.key = settings.signing_key_bytes
         self.versions: dict[str, ModelVersion] = {}
         self.coordinates: dict[str, tuple[str, int, int, bytes]] = {}
         self.deployments: dict[str, Deployment] = {}
@@ -146,72 +138,23 @@ class ModelRegistry:
         self._artifacts: OrderedDict[str, bytes] = OrderedDict()
         self._artifact_bytes = 0
         self._max_artifact_bytes = max_artifact_bytes
-        self._topics = {settings.topic(k): k for k in REGISTRY_TOPICS}
-        self._consumer = Consumer({
-            **client_config(settings),
-            "group.id": f"{settings.app_id}-{name}-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "fetch.message.max.bytes": 16 * 1024 * 1024,
-        })
-        self._partitions = self._assign_all(self._consumer)
 
-    def _assign_all(self, consumer: Consumer) -> list[TopicPartition]:
-        meta = consumer.list_topics(timeout=30)
-        partitions = []
-        for topic in self._topics:
-            if topic not in meta.topics or meta.topics[topic].error is not None:
-                raise RegistryError(f"topic {topic} does not exist; run `driftway topics` first")
-            partitions += [TopicPartition(topic, p, OFFSET_BEGINNING)
-                           for p in meta.topics[topic].partitions]
-        consumer.assign(partitions)
-        return partitions
+    @property
+    def key(self) -> bytes:
+        """The key that verifies artifacts (raises SettingsError when none is configured)."""
+        return self.settings.signing_key_bytes
 
-    def close(self) -> None:
-        self._consumer.close()
-
-    def catch_up(self, timeout: float = 30.0) -> None:
-        """Read until every registry partition is at its end as of now."""
-        import time
-
-        ends = {}
-        for tp in self._partitions:
-            _low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout)
-            ends[(tp.topic, tp.partition)] = high
-        deadline = time.monotonic() + timeout
-        while True:
-            positions = self._consumer.position(
-                [TopicPartition(t, p) for (t, p), high in ends.items() if high > 0])
-            if all(tp.offset >= ends[(tp.topic, tp.partition)] for tp in positions):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"registry topics not read to their end in {timeout:.0f}s")
-            self.poll(0.2)
-
-    def poll(self, timeout: float = 0.0, max_messages: int = 1000) -> set[str]:
-        """Apply what arrived; the models whose deployment changed."""
-        changed: set[str] = set()
-        for msg in self._consumer.consume(max_messages, timeout=timeout):
-            if msg.error() is not None:
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("registry consumer: %s", msg.error())
-                continue
-            model = self._apply(msg)
-            if model is not None:
-                changed.add(model)
-        return changed
-
-    def _apply(self, msg: Message) -> str | None:
-        kind = self._topics[msg.topic()]
-        value = msg.value()
+    def apply(self, kind: str, topic: str, partition: int, offset: int, key: bytes | None,
+              value: bytes | None) -> str | None:
+        """Take one record of a registry topic (`kind` is its topic key); the model whose
+        deployment it changed, if any. A record that does not decode is kept in `invalid`."""
         if value is None:  # a compaction tombstone
             return None
         try:
             if kind == "model-versions":
                 meta = ModelVersion.model_validate_json(value)
                 self.versions[meta.version] = meta
-                self.coordinates[meta.version] = (msg.topic(), msg.partition(), msg.offset(),
-                                                  value)
+                self.coordinates[meta.version] = (topic, partition, offset, value)
             elif kind == "model-artifacts":
                 self._add_chunk(ArtifactChunk.model_validate_json(value))
             else:
@@ -220,8 +163,7 @@ class ModelRegistry:
                 self.history.setdefault(deployment.model, []).append(deployment)
                 return deployment.model
         except Exception as exc:  # one bad record is reported, never fatal to the registry
-            self.invalid.append(DeadLetter.of("registry", msg.topic(), msg.partition(),
-                                              msg.offset(), msg.key(), value,
+            self.invalid.append(DeadLetter.of("registry", topic, partition, offset, key, value,
                                               failure_reason(exc)))
         return None
 
@@ -240,7 +182,7 @@ class ModelRegistry:
                 self._artifact_bytes -= len(evicted)
 
     def artifact(self, version: str) -> bytes | None:
-        """The complete artifact of a version, if it has arrived (re-read if evicted)."""
+        """The complete artifact of a version, if it has arrived (or, evicted, can be re-read)."""
         if version in self._artifacts:
             self._artifacts.move_to_end(version)
             return self._artifacts[version]
@@ -250,30 +192,8 @@ class ModelRegistry:
         return self._reread(meta)
 
     def _reread(self, meta: ModelVersion) -> bytes | None:
-        """Scan the artifacts topic again for one evicted artifact (rare: a rollback far back)."""
-        consumer = Consumer({**client_config(self.settings),
-                             "group.id": f"{self.settings.app_id}-reread-{uuid.uuid4().hex[:8]}",
-                             "enable.auto.commit": False, "enable.partition.eof": True})
-        topic = self.settings.topic("model-artifacts")
-        try:
-            parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-            found: dict[int, bytes] = {}
-            eof: set[int] = set()
-            while len(eof) < len(parts):
-                for msg in consumer.consume(1000, timeout=1.0):
-                    if msg.error() is not None:
-                        if msg.error().code() == KafkaError._PARTITION_EOF:
-                            eof.add(msg.partition())
-                        continue
-                    chunk = ArtifactChunk.model_validate_json(msg.value() or b"{}")
-                    if chunk.version == meta.version:
-                        found[chunk.index] = base64.b64decode(chunk.data_b64)
-                if len(found) == meta.artifact_chunks:
-                    return b"".join(found[i] for i in range(meta.artifact_chunks))
-            return None
-        finally:
-            consumer.close()
+        """An evicted artifact read again from its source; state alone has none."""
+        return None
 
     def load(self, version: str) -> Any:
         """The model of a version, verified (raises ArtifactRefused, or RegistryError)."""

@@ -3,8 +3,8 @@
 One self-contained file (plotly.js inlined once, no network needed to open it): totals and the
 current champion; model quality over time per version with drift events and deployments marked;
 throughput; serving latency; which features drifted when. Every number comes from SQL on the
-monitoring tables (all of it in `SQL` below) through `driftway.query`, which reads with FINAL and
-goes through a running sink when the pipeline is up.
+monitoring tables (all of it in `SQL` below) through `driftway.app.query`, which reads with FINAL
+and goes through a running sink when the pipeline is up.
 
 Times are wall-clock times inside Driftway (when a prediction was made, a metric or drift event
 recorded, a deployment done), not the events' own timestamps; every time axis is UTC.
@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from driftway.query import query
+from driftway.app.query import query
 from driftway.settings import Settings
 
 # {since} is a UTC DateTime64 literal; {bucket} seconds per time bucket.

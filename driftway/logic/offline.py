@@ -21,10 +21,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from driftway.models import predict_explained
+from driftway.logic.learning import Learner, StepResult
+from driftway.logic.models import predict_explained
+from driftway.schemas.events import LabelValue, Output, TrainingExample, label_text
 from driftway.settings import Settings
-from schemas.events import LabelValue, Output, TrainingExample, label_text
-from streams.learner import Learner, StepResult
 
 
 @dataclass

@@ -13,8 +13,8 @@ import urllib.request
 
 import psutil
 
-from consumers.clickhouse import QueryResult, connect, ensure_schema, run_query
-from consumers.sink import query_endpoint_file
+from driftway.consumers.sink import query_endpoint_file
+from driftway.io.clickhouse import QueryResult, connect, ensure_schema, run_query
 from driftway.settings import Settings
 
 

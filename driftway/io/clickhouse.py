@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -17,8 +17,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from pydantic import ConfigDict, TypeAdapter
 
-from driftway.settings import Settings
-from schemas.events import (
+from driftway.schemas.events import (
     DeadLetter,
     Deployment,
     DriftEvent,
@@ -32,6 +31,8 @@ from schemas.events import (
     TrainingRecord,
     label_text,
 )
+from driftway.schemas.topology import TOPICS
+from driftway.settings import Settings
 
 #: Applied to every user query: read-only (a write or DDL is refused by ClickHouse itself), and
 #: FINAL on every table, so a record the sink stored twice is counted once. On chDB a refused write
@@ -80,7 +81,7 @@ def ensure_schema(client: Client, database: str, ttl_days: int = 0,
     expired: they are the lineage of what serves.
     """
     for name in SCHEMA_FILES:
-        ddl = resources.files("schemas").joinpath(name).read_text()
+        ddl = resources.files("driftway.schemas").joinpath(name).read_text()
         for statement in split_sql(ddl.replace("{db}", database)):
             client.command(statement)
     for tables, days, column in ((TTL_TABLES, ttl_days, "toDateTime(inserted_at)"),
@@ -205,19 +206,19 @@ def drift_row(d: DriftEvent) -> list[Any]:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """How one topic's records land in one table.
+    """How one topic's records land in one table (which topic: the topology says).
 
     `record` is what the topic carries: a record class, or a discriminated union of them, named
     by `union_name` in dead letters; `to_row` returns None for a record that has no row (skipped,
     not an error).
     """
 
-    topic_key: str
     table: str
     record: Any
     to_row: Callable[[Any], list[Any] | None]
     columns: tuple[str, ...]
     union_name: str = ""
+    topic_key: str = ""
     adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -231,31 +232,36 @@ class TableSpec:
 
 OFFSET_COLUMNS = ("_topic", "_partition", "_offset")
 
-SINK_TABLES: tuple[TableSpec, ...] = (
-    TableSpec("predictions", "predictions", Prediction, prediction_row,
+#: How each table's rows are made from its topic's records.
+ROWS: dict[str, TableSpec] = {spec.table: spec for spec in (
+    TableSpec("predictions", Prediction, prediction_row,
               ("event_id", "entity_id", "ts", "model", "version", "prediction", "score",
                "shadow_scores", "explanation", "latency_ms", "received_at", "predicted_at")),
-    TableSpec("labels", "labels", Label, label_row, ("event_id", "label", "ts")),
-    TableSpec("dead-letters", "dead_letters", DeadLetter, dead_letter_row,
+    TableSpec("labels", Label, label_row, ("event_id", "label", "ts")),
+    TableSpec("dead_letters", DeadLetter, dead_letter_row,
               ("ts", "processor", "source_topic", "source_partition", "source_offset", "key",
                "error", "payload")),
-    TableSpec("model-versions", "model_versions", ModelVersion, model_version_row,
+    TableSpec("model_versions", ModelVersion, model_version_row,
               ("model", "version", "parent", "created_at", "reason", "training_topic",
                "training_start", "training_end", "examples_seen", "feature_set",
                "hyperparameters", "metrics", "libraries", "artifact_size", "signature")),
-    TableSpec("training", "training", TrainingRecord, training_row,
+    TableSpec("training", TrainingRecord, training_row,
               ("event_id", "model", "version", "label", "served", "score", "outputs",
                "predicted_at", "labelled_at"),
               union_name="TrainingRecord"),
-    TableSpec("deployments", "deployments", Deployment, deployment_row,
+    TableSpec("deployments", Deployment, deployment_row,
               ("ts", "model", "version", "champion", "shadows", "action", "previous", "reason",
                "by")),
-    TableSpec("metrics", "metrics", Metric, metric_row,
+    TableSpec("metrics", Metric, metric_row,
               ("ts", "model", "version", "metric", "value", "window", "examples")),
-    TableSpec("feedback", "feedback", FeedbackOutcome, feedback_row,
+    TableSpec("feedback", FeedbackOutcome, feedback_row,
               ("ts", "event_id", "outcome", "model", "version", "waited_s")),
-    TableSpec("drift", "drift_events", DriftEvent, drift_row,
+    TableSpec("drift_events", DriftEvent, drift_row,
               ("ts", "kind", "detector", "model", "version", "feature", "statistic", "threshold",
                "p_value", "event_id", "source", "source_partition", "source_offset",
                "change_point", "detail")),
-)
+)}
+
+#: Every topic the topology lands in a table, with its table, in the topology's order.
+SINK_TABLES: tuple[TableSpec, ...] = tuple(
+    replace(ROWS[t.table], topic_key=t.key) for t in TOPICS if t.table is not None)

@@ -9,8 +9,8 @@ from typing import Any
 from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from driftway.schemas.topology import topic_specs
 from driftway.settings import Settings
-from schemas.topics import topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def client_config(settings: Settings) -> dict[str, Any]:
     """Connection settings shared by every confluent-kafka client: brokers, TLS and SASL.
 
     Holds the SASL password in clear (librdkafka needs it): pass it to a client, never log it.
-    faust gets the same settings as credentials (``streams.app.broker_credentials``).
+    faust gets the same settings as credentials (``driftway.io.agents.broker_credentials``).
 
     >>> client_config(Settings())
     {'bootstrap.servers': '127.0.0.1:9092', 'security.protocol': 'PLAINTEXT'}

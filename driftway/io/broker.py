@@ -25,7 +25,17 @@ from driftway.settings import Settings
 log = logging.getLogger(__name__)
 
 KAFKA_VERSION = "3.9.1"
-HERE = Path(__file__).resolve().parent / "kafka"
+#: deploy/kafka of a checkout: the jars' recipe (pom.xml), and where `make install` puts them.
+CHECKOUT_KAFKA = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
+
+#: The broker's own logging: warnings, and the line that says it started.
+LOG4J = """\
+log4j.rootLogger=WARN, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.server.KafkaRaftServer=INFO
+"""
 
 
 class LauncherError(RuntimeError):
@@ -37,10 +47,22 @@ def jars_present(libs_dir: Path) -> bool:
     return (libs_dir / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file()
 
 
-def ensure_jars(libs_dir: Path) -> Path:
+def libs_dir(settings: Settings) -> Path:
+    """Where the broker's jars are: DRIFTWAY_KAFKA_LIBS_DIR, or the checkout's deploy/kafka/libs."""
+    return settings.kafka_libs_dir or CHECKOUT_KAFKA / "libs"
+
+
+def ensure_jars(libs_dir: Path, recipe: Path = CHECKOUT_KAFKA / "pom.xml") -> Path:
     """Fetch the broker's jars with Maven unless they are there already (quick the second time)."""
     if jars_present(libs_dir):
         return libs_dir
+    if not recipe.is_file():
+        raise LauncherError(
+            f"the Kafka {KAFKA_VERSION} jars are not in {libs_dir} and there is no recipe to fetch "
+            f"them ({recipe}: Driftway runs from an installed wheel, not a checkout): set "
+            "DRIFTWAY_KAFKA_LIBS_DIR to a directory holding them (`make install` in a checkout "
+            "fills deploy/kafka/libs), or use an existing Kafka with --external-kafka."
+        )
     mvn = shutil.which("mvn")
     if mvn is None:
         raise LauncherError(
@@ -48,7 +70,7 @@ def ensure_jars(libs_dir: Path) -> Path:
             f"{libs_dir}: install Maven (e.g. `apt-get install maven`) and run `make install`."
         )
     libs_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [mvn, "-q", "-B", "-f", str(HERE / "pom.xml"), "dependency:copy-dependencies",
+    cmd = [mvn, "-q", "-B", "-f", str(recipe), "dependency:copy-dependencies",
            f"-Dkafka.libs.dir={libs_dir}"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not jars_present(libs_dir):
@@ -134,9 +156,10 @@ class LocalBroker:
         return self.home / "broker.log"
 
     def _java_cmd(self, java: str, *args: str) -> list[str]:
-        libs = ensure_jars(self.settings.libs_dir)
-        return [java, f"-Dlog4j.configuration=file:{HERE / 'log4j.properties'}",
-                "-cp", f"{libs}/*", *args]
+        libs = ensure_jars(libs_dir(self.settings))
+        log4j = self.home / "log4j.properties"
+        log4j.write_text(LOG4J)
+        return [java, f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{libs}/*", *args]
 
     def _format(self, java: str, props: Path) -> None:
         data_dir = self.home / "data"

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from river import base, compose, forest, linear_model, preprocessing, tree
 
-from schemas.events import Contribution, LabelValue, label_text
+from driftway.schemas.events import Contribution, LabelValue, label_text
 
 SETTING = "DRIFTWAY_PROCESSING__MODEL"
 MAX_OCCLUDED = 32  # occlusion costs one extra prediction per feature; beyond this, no explanation

@@ -14,29 +14,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
+from pydantic import SecretStr
 
-from consumers.sink import query_endpoint_file
-from deploy.kafka_local import LocalBroker
-from driftway.kafka import ensure_topics, group_stable
-from driftway.registry import ModelRegistry
+from driftway.consumers.sink import query_endpoint_file
+from driftway.io.broker import LocalBroker
+from driftway.io.kafka import ensure_topics, group_stable
+from driftway.io.keys import with_signing_key
+from driftway.io.registry import ModelRegistry
+from driftway.schemas import topology
 from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: The processors that run as faust apps (their consumer groups are `<app_id>-<name>`).
-FAUST_PROCESSORS = ("features", "scoring", "feedback")
+FAUST_PROCESSORS = tuple(p.name for p in topology.PROCESSORS if p.faust)
 
-PROCESSES: dict[str, list[str]] = {
-    "features": ["worker", "features"],
-    "scoring": ["worker", "scoring"],
-    "feedback": ["worker", "feedback"],
-    "learner": ["learner"],
-    "drift": ["drift"],
-    "sink": ["sink"],
-}
+#: The command that runs each process of the stack, in start order (the sink last: it stops last).
+PROCESSES: dict[str, list[str]] = {p.name: list(p.command) for p in topology.PROCESSORS}
 
 
 class StackError(RuntimeError):
@@ -44,22 +41,31 @@ class StackError(RuntimeError):
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that rebuilds exactly these settings in a child process."""
+    """The environment that rebuilds exactly these settings in a child process, secrets and all
+    (every SecretStr, wherever it is in the settings, without naming them)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWAY_")}
     env["PYTHONHASHSEED"] = "0"  # deterministic pickles: a model's version is its content hash
-    data = settings.model_dump(mode="json")
-    for secret in ("clickhouse_dsn", "signing_key"):
-        value = getattr(settings, secret)
-        if value is not None:
-            data[secret] = value.get_secret_value()
-    if settings.kafka.sasl_password is not None:
-        data["kafka"]["sasl_password"] = settings.kafka.sasl_password.get_secret_value()
+    data = _revealed(settings.model_dump(mode="python"))
     data["state_dir"] = str(settings.state_dir.resolve())
     for name, value in data.items():
         if value is None:
             continue
-        env[f"DRIFTWAY_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        env[f"DRIFTWAY_{name.upper()}"] = value if isinstance(value, str) else json.dumps(
+            value, default=str)
     return env
+
+
+def _revealed(value: Any) -> Any:
+    """A dumped settings value with its secrets in clear (pydantic keeps them as SecretStr)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _revealed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_revealed(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 class Stack:
@@ -75,6 +81,9 @@ class Stack:
     def start(self) -> Stack:
         """Start everything; returns once topics exist and every process runs."""
         try:
+            # The key that signs and verifies models, made once here: children get it with
+            # the rest of the settings.
+            self.settings = with_signing_key(self.settings)
             if self.settings.kafka.local_broker:
                 self.broker = LocalBroker(self.settings).start()
             ensure_topics(self.settings)
@@ -98,7 +107,7 @@ class Stack:
         logfile: IO[bytes] = (self.log_dir / f"{name}.log").open("ab")
         try:
             self.children[name] = subprocess.Popen(
-                [sys.executable, "-m", "driftway.cli", *PROCESSES[kind]],
+                [sys.executable, "-m", "driftway", *PROCESSES[kind]],
                 env=self._env, stdout=logfile, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         finally:

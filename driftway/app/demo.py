@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 from river.datasets import synth
 
-from driftway.kafka import make_producer
-from driftway.query import query
+from driftway.app.query import query
+from driftway.io.kafka import make_producer
 from driftway.sdk import EventProducer
 from driftway.settings import Settings
 
@@ -90,7 +90,7 @@ def run(settings: Settings, plan: DemoPlan, console: Console,
     return the summary."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from driftway.status import LiveStatus
+    from driftway.app.status import LiveStatus
 
     sdk = EventProducer(settings)
     any_client: Producer = make_producer(settings)  # malformed bytes, as any client could send

@@ -19,12 +19,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from schemas.events import DeployAction, Deployment, ModelVersion, PublishRequest
+from driftway.app.context import settings_of
+from driftway.schemas.events import DeployAction, Deployment, ModelVersion, PublishRequest
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
 
-    from driftway.registry import Emit, ModelRegistry
+    from driftway.io.registry import ModelRegistry
+    from driftway.logic.registry import Emit
     from driftway.settings import Settings
 
 console = Console()
@@ -38,20 +40,12 @@ format_option = click.option(
 reason_option = click.option("--reason", default="", help="Why: recorded with the deployment.")
 
 
-def settings_of(ctx: click.Context) -> Settings:
-    """The invocation's Settings, built as every other command builds them."""
-    # Imported here, not at the top: driftway.cli imports this module to register the group.
-    from driftway.cli import settings_of as build
-
-    return build(ctx)
-
-
 def require_kafka(settings: Settings, topic_keys: tuple[str, ...]) -> None:
     """Fail soon, in one line, when Kafka is unreachable or one of the topics is missing."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from driftway.kafka import client_config
+    from driftway.io.kafka import client_config
 
     # Quiet: librdkafka would log every failed connection; the exception says it once.
     admin = AdminClient({**client_config(settings), "log_level": 0})
@@ -70,12 +64,14 @@ def require_kafka(settings: Settings, topic_keys: tuple[str, ...]) -> None:
 @contextmanager
 def open_registry(settings: Settings) -> Iterator[ModelRegistry]:
     """The registry, read to its end; what it refuses becomes a one-line error."""
-    from driftway.artifacts import ArtifactRefused
-    from driftway.registry import REGISTRY_TOPICS, ModelRegistry, RegistryError
+    from driftway.io.keys import with_signing_key
+    from driftway.io.registry import ModelRegistry
+    from driftway.logic.artifacts import ArtifactRefused
+    from driftway.logic.registry import REGISTRY_TOPICS, RegistryError
 
     require_kafka(settings, REGISTRY_TOPICS)
     try:
-        registry = ModelRegistry(settings, name="cli")
+        registry = ModelRegistry(with_signing_key(settings), name="cli")
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -89,7 +85,7 @@ def open_registry(settings: Settings) -> Iterator[ModelRegistry]:
 
 def deliver(settings: Settings, write: Callable[[Emit], None]) -> list[Message]:
     """Run `write` with an emit that produces to Kafka; wait until Kafka acknowledged it all."""
-    from driftway.kafka import make_producer, produce
+    from driftway.io.kafka import make_producer, produce
 
     producer = make_producer(settings, **{"message.timeout.ms": 15_000})
     delivered: list[Message] = []
@@ -130,7 +126,7 @@ def rollback_target(history: list[Deployment]) -> str | None:
     A shadow change keeps the champion (its `previous` is the champion itself), so the answer is
     in the record that made the current champion champion.
 
-    >>> from driftway.registry import next_deployment
+    >>> from driftway.logic.registry import next_deployment
     >>> h = [next_deployment(None, "m", "deploy", "a")]
     >>> h.append(next_deployment(h[-1], "m", "deploy", "b"))
     >>> h.append(next_deployment(h[-1], "m", "shadow", "c"))
@@ -254,8 +250,8 @@ def show(ctx: click.Context, version: str, fmt: str) -> None:
 
 def verified(registry: ModelRegistry, meta: ModelVersion) -> None:
     """Refuse to deploy what scoring would refuse to load: a missing or unverified artifact."""
-    from driftway.artifacts import verify
-    from driftway.registry import RegistryError
+    from driftway.logic.artifacts import verify
+    from driftway.logic.registry import RegistryError
 
     data = registry.artifact(meta.version)
     if data is None:
@@ -279,7 +275,7 @@ def refuse_no_op(current: Deployment | None, meta: ModelVersion, action: DeployA
 def change(ctx: click.Context, version: str, action: DeployAction, reason: str,
            fmt: str) -> None:
     """Apply `action` to the version `version` names and write the model's new deployment."""
-    from driftway.registry import next_deployment, write_deployment
+    from driftway.logic.registry import next_deployment, write_deployment
 
     settings = settings_of(ctx)
     with open_registry(settings) as registry:
@@ -354,7 +350,7 @@ def promote(ctx: click.Context, version: str, reason: str, fmt: str) -> None:
 @click.pass_context
 def rollback(ctx: click.Context, model: str, reason: str, fmt: str) -> None:
     """Make MODEL's previous champion its champion again."""
-    from driftway.registry import RegistryError, next_deployment, write_deployment
+    from driftway.logic.registry import RegistryError, next_deployment, write_deployment
 
     settings = settings_of(ctx)
     with open_registry(settings) as registry:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import signal
 import sys
@@ -17,26 +16,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from driftway.cli_models import models
-from driftway.settings import Settings, SettingsError, load_settings
+from driftway.app.context import settings_of
+from driftway.app.models_cli import models
+from driftway.settings import Settings
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-def settings_of(ctx: click.Context) -> Settings:
-    """The Settings for this invocation: environment plus global options, built once."""
-    root = ctx.find_root()
-    if "settings" not in root.meta:
-        try:
-            root.meta["settings"] = load_settings(**root.meta.get("overrides", {}))
-        except SettingsError as exc:
-            raise click.ClickException(f"{exc}") from None
-        logging.basicConfig(
-            level=root.meta["settings"].log_level.replace("warn", "warning").upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings: Settings = root.meta["settings"]
-    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,7 +54,7 @@ def cli(ctx: click.Context, state_dir: Path | None, bootstrap_servers: str | Non
 @click.pass_context
 def broker(ctx: click.Context) -> None:
     """Run the local Kafka broker (KRaft, 127.0.0.1) in the foreground."""
-    from deploy.kafka_local import LauncherError, LocalBroker
+    from driftway.io.broker import LauncherError, LocalBroker
 
     settings = settings_of(ctx)
     try:
@@ -84,7 +69,7 @@ def broker(ctx: click.Context) -> None:
 @click.pass_context
 def topics(ctx: click.Context) -> None:
     """Create every Driftway topic that is missing (idempotent)."""
-    from driftway.kafka import ensure_topics
+    from driftway.io.kafka import ensure_topics
 
     try:
         created = ensure_topics(settings_of(ctx))
@@ -98,14 +83,14 @@ def fix_hash_seed() -> None:
 
     A model version's id is the hash of the model's pickle, which holds sets and dicts whose
     order follows string hashing: with the seed fixed, equal models get equal ids in every process.
-    Re-executed as `python -m driftway.cli` with the same arguments, which serves the console
+    Re-executed as `python -m driftway.app.cli` with the same arguments, which serves the console
     script and `-m` alike.
     """
     if os.environ.get("PYTHONHASHSEED") == "0":
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "driftway.cli", *sys.argv[1:]],
+    os.execve(sys.executable, [sys.executable, "-m", "driftway", *sys.argv[1:]],
               {**os.environ, "PYTHONHASHSEED": "0"})
 
 
@@ -119,7 +104,7 @@ def worker() -> None:
 @click.pass_context
 def worker_features(ctx: click.Context) -> None:
     """raw → features, with per-entity state in a changelog-backed table."""
-    from streams import features
+    from driftway.streams import features
 
     sys.argv = [sys.argv[0]]  # faust's worker parses argv itself
     features.main(settings_of(ctx))
@@ -129,17 +114,18 @@ def worker_features(ctx: click.Context) -> None:
 @click.pass_context
 def worker_scoring(ctx: click.Context) -> None:
     """features → predictions, from the deployed model versions."""
-    from streams import scoring
+    from driftway.io.keys import with_signing_key
+    from driftway.streams import scoring
 
     sys.argv = [sys.argv[0]]
-    scoring.main(settings_of(ctx))
+    scoring.main(with_signing_key(settings_of(ctx)))
 
 
 @worker.command("feedback")
 @click.pass_context
 def worker_feedback(ctx: click.Context) -> None:
     """served + labels → training examples, and the feedback outcomes of what found no partner."""
-    from streams import feedback
+    from driftway.streams import feedback
 
     sys.argv = [sys.argv[0]]
     feedback.main(settings_of(ctx))
@@ -150,16 +136,17 @@ def worker_feedback(ctx: click.Context) -> None:
 def learner(ctx: click.Context) -> None:
     """Learn from the training topic in its one order; evaluate and publish model versions."""
     fix_hash_seed()
-    from streams import learner as learner_module
+    from driftway.io.keys import with_signing_key
+    from driftway.streams import learner as learner_module
 
-    learner_module.main(settings_of(ctx))
+    learner_module.main(with_signing_key(settings_of(ctx)))
 
 
 @cli.command()
 @click.pass_context
 def drift(ctx: click.Context) -> None:
     """Watch what scoring served for data and prediction drift; write drift events."""
-    from streams import drift as drift_module
+    from driftway.streams import drift as drift_module
 
     drift_module.main(settings_of(ctx))
 
@@ -168,8 +155,8 @@ def drift(ctx: click.Context) -> None:
 @click.pass_context
 def sink(ctx: click.Context) -> None:
     """Write every monitored topic into its ClickHouse table."""
-    from consumers import sink as sink_module
-    from consumers.clickhouse import EngineBusy
+    from driftway.consumers import sink as sink_module
+    from driftway.io.clickhouse import EngineBusy
 
     try:
         sink_module.main(settings_of(ctx))
@@ -195,8 +182,8 @@ def _wait_for_signal(alive: Any = lambda: True, check: Any = None,
 
 
 def _start_stack(settings: Settings) -> Any:
-    from deploy.kafka_local import LauncherError
-    from driftway.supervisor import Stack, StackError
+    from driftway.app.supervisor import Stack, StackError
+    from driftway.io.broker import LauncherError
 
     try:
         stack = Stack(settings).start()
@@ -210,7 +197,7 @@ def _start_stack(settings: Settings) -> Any:
 @click.pass_context
 def up(ctx: click.Context) -> None:
     """Run broker, topics, processors and sink in the foreground; Ctrl-C stops all of it."""
-    from driftway.supervisor import StackError
+    from driftway.app.supervisor import StackError
 
     settings = settings_of(ctx)
     # Signals during start-up must still stop what has started.
@@ -222,7 +209,7 @@ def up(ctx: click.Context) -> None:
     console.print(f"Driftway is up: Kafka {settings.kafka.bootstrap_servers}, ClickHouse {where}"
                   f"; logs in {stack.log_dir}. Ctrl-C stops it.")
     try:
-        from driftway.status import LiveStatus
+        from driftway.app.status import LiveStatus
 
         with LiveStatus(settings, console):
             _wait_for_signal(check=stack.check, stop=stop)
@@ -252,8 +239,8 @@ def up(ctx: click.Context) -> None:
 def demo(ctx: click.Context, events: int, change_at: int | None, label_delay: int, rate: int,
          malformed_every: int, publish_every: int, seed: int) -> None:
     """Run the stack and feed it a loan-application stream with an abrupt concept change."""
-    from driftway import demo as demo_module
-    from driftway.supervisor import StackError
+    from driftway.app import demo as demo_module
+    from driftway.app.supervisor import StackError
 
     settings = settings_of(ctx)
     settings = settings.model_copy(update={"processing": settings.processing.model_copy(
@@ -270,7 +257,7 @@ def demo(ctx: click.Context, events: int, change_at: int | None, label_delay: in
                                     malformed_every=malformed_every, seed=seed)
         summary = demo_module.run(settings, plan, console, check=stack.check)
         demo_module.print_summary(summary, console)
-        from driftway.report import write_report
+        from driftway.app.report import write_report
 
         out = settings.state_dir / "report.html"
         write_report(settings, out)
@@ -322,9 +309,9 @@ def produce(ctx: click.Context, source: IO[str], labels: bool) -> None:
 @click.pass_context
 def query(ctx: click.Context, sql: str, fmt: str) -> None:
     """Run read-only SQL on the monitoring tables (database `driftway` is the default)."""
-    from consumers.clickhouse import EngineBusy
-    from driftway.query import QueryError
-    from driftway.query import query as run
+    from driftway.app.query import QueryError
+    from driftway.app.query import query as run
+    from driftway.io.clickhouse import EngineBusy
 
     try:
         result = run(settings_of(ctx), sql)
@@ -364,9 +351,9 @@ def report(ctx: click.Context, out: Path, since: str | None) -> None:
     """Write an HTML report with charts: quality, drift, deployments, throughput, latency."""
     from datetime import datetime
 
-    from consumers.clickhouse import EngineBusy
-    from driftway.query import QueryError
-    from driftway.report import write_report
+    from driftway.app.query import QueryError
+    from driftway.app.report import write_report
+    from driftway.io.clickhouse import EngineBusy
 
     try:
         start = datetime.fromisoformat(since) if since else None
@@ -391,7 +378,7 @@ def schemas() -> None:
               help="Directory [default: the schemas/json/ of this package].")
 def schemas_export(out: Path | None) -> None:
     """Write one JSON Schema file per topic."""
-    from schemas.export import write_json_schemas
+    from driftway.schemas.export import write_json_schemas
 
     for path in write_json_schemas(out):
         console.print(str(path))
@@ -404,6 +391,3 @@ def main() -> None:
     """Entry point of the `driftway` console script."""
     cli(prog_name="driftway")
 
-
-if __name__ == "__main__":
-    main()

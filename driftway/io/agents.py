@@ -21,9 +21,9 @@ from confluent_kafka import KafkaError, Message
 from faust.types import EventT
 from faust.types.auth import CredentialsT
 
-from driftway.kafka import make_producer, produce
+from driftway.io.kafka import make_producer, produce
+from driftway.schemas.events import DeadLetter
 from driftway.settings import Settings
-from schemas.events import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext:
 
 def broker_credentials(settings: Settings) -> CredentialsT | None:
     """faust's credentials for the configured security protocol (None for PLAINTEXT): the
-    same SASL user, mechanism and TLS files as ``driftway.kafka.client_config``."""
+    same SASL user, mechanism and TLS files as ``driftway.io.kafka.client_config``."""
     kafka = settings.kafka
     context = kafka_ssl_context(settings) if kafka.uses_tls else None
     if kafka.uses_sasl and kafka.sasl_password is not None:  # validation ensured all three

@@ -19,22 +19,15 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 
-from driftway.kafka import client_config
-from driftway.registry import ModelRegistry
+from driftway.io.kafka import client_config
+from driftway.io.registry import ModelRegistry
+from driftway.schemas import topology
 from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: Each processor: its consumer group suffix and the topics it consumes.
-PROCESSORS: dict[str, tuple[str, ...]] = {
-    "features": ("raw",),
-    "scoring": ("features",),
-    "feedback": ("served", "labels"),
-    "learner": ("training",),
-    "drift": ("served",),
-    "sink": ("predictions", "labels", "dead-letters", "model-versions", "training",
-             "deployments", "metrics", "feedback", "drift"),
-}
+PROCESSORS: dict[str, tuple[str, ...]] = {p.name: p.reads for p in topology.PROCESSORS}
 
 
 @dataclass
@@ -137,7 +130,7 @@ class StatusProbe:
 
 def query_last_drift(settings: Settings) -> str | None:
     """The last drift event, in one line, from ClickHouse."""
-    from driftway.query import query
+    from driftway.app.query import query
 
     rows = query(settings, "SELECT ts, kind, detector, ifNull(feature, ''), "
                            "substring(ifNull(version, ''), 1, 12) FROM drift_events "

@@ -10,7 +10,7 @@ before ``pickle.loads`` ever sees the bytes, so an unsigned or tampered artifact
 >>> load(meta, data, b"another key12345")
 Traceback (most recent call last):
 ...
-driftway.artifacts.ArtifactRefused: m@... refused: signature does not verify (tampered, ...)
+driftway.logic.artifacts.ArtifactRefused: m@... refused: signature does not verify (tampered, ...)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
-from schemas.events import ArtifactChunk, ModelVersion, TrainingOffsets
+from driftway.schemas.events import ArtifactChunk, ModelVersion, TrainingOffsets
 
 #: Libraries whose versions every model version records (they decide whether it loads).
 LIBRARIES = ("river", "numpy", "scikit-learn", "scipy", "driftway")

@@ -1,0 +1,165 @@
+"""The topology, declared once: every topic and every processor.
+
+A topic has a key under the topic prefix, the record it carries (its JSON Schema is published),
+what its Kafka key is, its partitions, how long it keeps records (or compaction), and the
+ClickHouse table the sink writes it to. A processor names the topics it reads (as one consumer
+group, whose lag the live status shows) and writes, and the command that runs it. Settings (topic
+names), topic creation, the live status, the supervisor and the sink all derive from these two
+tuples; nothing else lists topics or processors.
+
+>>> from driftway.settings import Settings
+>>> specs = {s.key: s for s in topic_specs(Settings())}
+>>> specs["training"].partitions, specs["deployments"].config["cleanup.policy"]
+(1, 'compact')
+>>> [p.name for p in PROCESSORS if "served" in p.reads]
+['feedback', 'drift']
+>>> topic("predictions").table
+'predictions'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from driftway.schemas.events import (
+    ArtifactChunk,
+    DeadLetter,
+    Deployment,
+    DriftEvent,
+    FeatureVector,
+    FeedbackOutcome,
+    Label,
+    Metric,
+    ModelVersion,
+    Prediction,
+    RawEvent,
+    Record,
+    Served,
+    TrainingExample,
+)
+
+if TYPE_CHECKING:
+    from driftway.settings import Settings
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One Driftway topic."""
+
+    key: str
+    record: type[Record]
+    keyed_by: str
+    #: None: the keyed data topics' partitions (``kafka.partitions``); else fixed (1: one order).
+    partitions: int | None = None
+    #: Days records are kept; None: compacted (the latest record of each key stays).
+    retention_days: int | None = 7
+    table: str | None = None
+    max_message_bytes: int | None = None
+
+    @property
+    def compacted(self) -> bool:
+        return self.retention_days is None
+
+
+@dataclass(frozen=True)
+class Processor:
+    """One process of the pipeline: its consumer group is ``<app_id>-<name>``."""
+
+    name: str
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    command: tuple[str, ...]
+    #: Runs as a faust app (its group takes longest to settle at start-up).
+    faust: bool = False
+
+
+TOPICS: tuple[Topic, ...] = (
+    Topic("raw", RawEvent, "entity id"),
+    Topic("features", FeatureVector, "entity id"),
+    Topic("predictions", Prediction, "entity id", table="predictions"),
+    Topic("labels", Label, "event id", table="labels"),
+    # What scoring served, keyed by event id: co-partitioned with labels for the join.
+    Topic("served", Served, "event id"),
+    # One partition: one total order for the learner.
+    Topic("training", TrainingExample, "none", partitions=1, retention_days=30, table="training"),
+    Topic("model-versions", ModelVersion, "model@version", partitions=1, retention_days=None,
+          table="model_versions"),
+    Topic("model-artifacts", ArtifactChunk, "model@version/index", partitions=1,
+          retention_days=None, max_message_bytes=8 * 1024 * 1024),
+    Topic("deployments", Deployment, "model", partitions=1, retention_days=None,
+          table="deployments"),
+    Topic("drift", DriftEvent, "model", partitions=1, retention_days=30, table="drift_events"),
+    Topic("metrics", Metric, "model@version", partitions=1, table="metrics"),
+    Topic("dead-letters", DeadLetter, "source topic", retention_days=30, table="dead_letters"),
+    Topic("feedback", FeedbackOutcome, "event id", table="feedback"),
+)
+
+#: Topics every version of a model is read from (compacted: the registry).
+REGISTRY = ("model-versions", "model-artifacts", "deployments")
+
+PROCESSORS: tuple[Processor, ...] = (
+    Processor("features", reads=("raw",), writes=("features", "dead-letters"),
+              command=("worker", "features"), faust=True),
+    Processor("scoring", reads=("features",), writes=("predictions", "served", "dead-letters"),
+              command=("worker", "scoring"), faust=True),
+    Processor("feedback", reads=("served", "labels"),
+              writes=("training", "feedback", "dead-letters"),
+              command=("worker", "feedback"), faust=True),
+    Processor("learner", reads=("training",),
+              writes=(*REGISTRY, "metrics", "drift", "dead-letters"), command=("learner",)),
+    Processor("drift", reads=("served",), writes=("drift", "dead-letters"), command=("drift",)),
+    # The sink reads every topic that has a table; it writes ClickHouse, not Kafka.
+    Processor("sink", reads=tuple(t.key for t in TOPICS if t.table), writes=(),
+              command=("sink",)),
+)
+
+TOPIC_KEYS: tuple[str, ...] = tuple(t.key for t in TOPICS)
+
+#: Every wire format, by the topic key that carries it.
+TOPIC_RECORDS: dict[str, type[Record]] = {t.key: t.record for t in TOPICS}
+
+
+def topic(key: str) -> Topic:
+    """The topic of one key (KeyError with the known keys otherwise)."""
+    for t in TOPICS:
+        if t.key == key:
+            return t
+    raise KeyError(f"unknown topic {key!r}; known: {', '.join(TOPIC_KEYS)}")
+
+
+def processor(name: str) -> Processor:
+    """The processor of one name."""
+    for p in PROCESSORS:
+        if p.name == name:
+            return p
+    raise KeyError(f"unknown processor {name!r}; known: {', '.join(p.name for p in PROCESSORS)}")
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic as the broker creates it: full name, partitions and broker config."""
+
+    key: str
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every Driftway topic as the broker should have it, for these settings."""
+    specs = []
+    for t in TOPICS:
+        if t.compacted:
+            config = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+        else:
+            config = {"cleanup.policy": "delete", "retention.ms": str(t.retention_days * DAY_MS)}
+        if t.max_message_bytes is not None:
+            config["max.message.bytes"] = str(t.max_message_bytes)
+        specs.append(TopicSpec(t.key, settings.topic(t.key), t.partitions or
+                               settings.kafka.partitions, settings.kafka.replication_factor,
+                               config))
+    return specs
