@@ -32,6 +32,10 @@ window detects the change, with delay = alarm - c (negative when a gradual switc
 before its centre); no alarm in it is a miss; later alarms in it are repeats. Alarms outside
 every window are false alarms, per 100,000 events outside the windows.
 
+Cost: CPU time per update, amortised over a stationary stream, of the drift processor's
+``DataDriftMonitor.update`` (20 Gaussian features, built as above) and of the learner's
+``ConceptDriftDetector.update`` (a 10 % error stream), measured in this process after the streams.
+
 Prints tables and writes bench/results/drift-<timestamp>.json. See bench/README.md.
 """
 
@@ -46,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import os
+import random
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -118,6 +123,29 @@ def watch_features(stream: Stream) -> tuple[dict[str, list[int]], dict[str, list
             alarms["river_adwin"].append(t)
             features["river_adwin"].append(alarmed)
     return alarms, features
+
+
+def per_update_cost(data_events: int = 20_000, concept_events: int = 100_000,
+                    seed: int = 7) -> dict[str, Any]:
+    """CPU microseconds per update of the data monitor and of the concept detector."""
+    rng = random.Random(seed)
+    names = [f"f{j}" for j in range(20)]
+    rows = [{name: rng.gauss(0, 1) for name in names} for _ in range(data_events)]
+    errors = [float(rng.random() < 0.1) for _ in range(concept_events)]
+    settings = DriftSettings()
+    monitor = ModelMonitors(settings).data
+    started = time.process_time()
+    for row in rows:
+        monitor.update(row)
+    data_us = (time.process_time() - started) / data_events * 1e6
+    detector = concept_detector(settings)
+    started = time.process_time()
+    for e in errors:
+        detector.update(e)
+    concept_us = (time.process_time() - started) / concept_events * 1e6
+    return {"data_monitor_update_us": data_us, "data_features": len(names),
+            "data_events": data_events, "concept_detector_update_us": concept_us,
+            "concept_detector": settings.concept_detector, "concept_events": concept_events}
 
 
 def run(name: str, seed: int, every: int, stationary: bool, width: int) -> dict[str, Any]:
@@ -257,6 +285,14 @@ def print_report(r: dict[str, Any]) -> None:
             cols.append(" → ".join(f"{m:.3f}" for m in means) + f"  ({key.replace('_', ' ')})")
         t.add_row(name, runs[0]["model"], *cols)
     console.print(t)
+    c = r["per_update_us"]
+    t = Table("update", "CPU time per update", title="Per-update cost (amortised, this process)",
+              title_justify="left")
+    t.add_row(f"DataDriftMonitor.update, {c['data_features']} features "
+              f"({c['data_events']:,} updates)", f"{c['data_monitor_update_us']:.1f} µs")
+    t.add_row(f"ConceptDriftDetector.update, {c['concept_detector']} "
+              f"({c['concept_events']:,} updates)", f"{c['concept_detector_update_us']:.2f} µs")
+    console.print(t)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -308,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.advance(task)
     runs.sort(key=lambda x: (STREAMS.index(x["stream"]), x["stationary"], x["seed"]))
     r["summary"] = summarise(runs, args.tolerance)
+    r["per_update_us"] = per_update_cost()
     r["runs"] = runs
     path = save_record(r, args.out, "drift", "environment", started, indent=1)
     print_report(r)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DataError
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from driftway.io.clickhouse import (
@@ -118,9 +119,15 @@ class ClickHouseSink:
     def write(self, messages: Sequence[Message]) -> None:
         """Insert one batch, then commit its offsets (skipped records' included)."""
         rows = self.decode(messages)
+        by_coordinates = {(m.topic(), m.partition(), m.offset()): m for m in messages}
+        letters: list[list[Any]] = []
         for table, table_rows in rows.items():
-            self._insert(table, table_rows, self.columns[table])
-        self.rows_written += sum(len(r) for r in rows.values())
+            if table != "dead_letters":
+                self._insert_or_refuse(table, table_rows, by_coordinates, letters)
+        dead = rows.get("dead_letters", []) + letters
+        if dead:
+            self._insert("dead_letters", dead, self.columns["dead_letters"])
+        self.rows_written += sum(len(r) for r in rows.values())  # refused rows: dead letters
         ends: dict[tuple[str, int], int] = {}
         for msg in messages:
             key = (msg.topic(), msg.partition())
@@ -128,12 +135,31 @@ class ClickHouseSink:
         self._consumer.commit(
             offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=False)
 
+    def _insert_or_refuse(self, table: str, rows: list[list[Any]],
+                          by_coordinates: dict[tuple[str, int, int], Message],
+                          letters: list[list[Any]]) -> None:
+        """Insert rows; when values do not fit the table's columns (a negative count for a
+        UInt64, say), find the rows at fault by halving, and make each a dead letter."""
+        try:
+            self._insert(table, rows, self.columns[table])
+        except DataError as exc:
+            if len(rows) == 1:
+                msg = by_coordinates[tuple(rows[0][-3:])]  # type: ignore[index]
+                letter = message_dead_letter(msg, f"sink: {table} refused the row: {exc}")
+                letters.append(dead_letter_row(letter) + rows[0][-3:])
+                return
+            half = len(rows) // 2
+            self._insert_or_refuse(table, rows[:half], by_coordinates, letters)
+            self._insert_or_refuse(table, rows[half:], by_coordinates, letters)
+
     def _insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
         for attempt in range(5):
             try:
                 with self.lock:
                     self.client.insert(f"{self.db}.{table}", rows, column_names=columns)
                 return
+            except DataError:
+                raise  # the rows, not the engine: retrying cannot help
             except Exception:
                 if attempt == 4:
                     raise

@@ -27,6 +27,7 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 SCHEMA_VERSION = 1
@@ -261,9 +262,15 @@ class ArtifactChunk(Record):
 
     model: str
     version: str
-    index: int
-    count: int
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
     data_b64: str
+
+    @model_validator(mode="after")
+    def _index_in_count(self) -> ArtifactChunk:
+        if self.index >= self.count:
+            raise ValueError(f"chunk index {self.index} is not below its count {self.count}")
+        return self
 
 
 DeployAction = Literal["init", "deploy", "update", "shadow", "unshadow", "promote", "rollback"]

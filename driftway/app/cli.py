@@ -9,6 +9,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -193,12 +195,24 @@ def _start_stack(settings: Settings) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
+@contextmanager
+def _stopping(stack: Any) -> Iterator[None]:
+    """Run the block on a started stack; a part that fails is a one-line error; stop it after."""
+    from driftway.app.supervisor import StackError
+
+    try:
+        yield
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        err_console.print("stopping…")
+        stack.stop()
+
+
 @cli.command()
 @click.pass_context
 def up(ctx: click.Context) -> None:
     """Run broker, topics, processors and sink in the foreground; Ctrl-C stops all of it."""
-    from driftway.app.supervisor import StackError
-
     settings = settings_of(ctx)
     # Signals during start-up must still stop what has started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -208,16 +222,11 @@ def up(ctx: click.Context) -> None:
              else "on the configured server")
     console.print(f"Driftway is up: Kafka {settings.kafka.bootstrap_servers}, ClickHouse {where}"
                   f"; logs in {stack.log_dir}. Ctrl-C stops it.")
-    try:
+    with _stopping(stack):
         from driftway.app.status import LiveStatus
 
         with LiveStatus(settings, console):
             _wait_for_signal(check=stack.check, stop=stop)
-    except StackError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        err_console.print("stopping…")
-        stack.stop()
 
 
 @cli.command()
@@ -240,9 +249,13 @@ def demo(ctx: click.Context, events: int, change_at: int | None, label_delay: in
          malformed_every: int, publish_every: int, seed: int) -> None:
     """Run the stack and feed it a loan-application stream with an abrupt concept change."""
     from driftway.app import demo as demo_module
-    from driftway.app.supervisor import StackError
 
-    settings = settings_of(ctx)
+    run = demo_module.run_id()
+    try:
+        settings, where = demo_module.run_settings(settings_of(ctx), run)
+    except demo_module.DemoBusy as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(where)
     settings = settings.model_copy(update={"processing": settings.processing.model_copy(
         update={"publish_every": publish_every,
                 "metrics_every": min(settings.processing.metrics_every, publish_every)}),
@@ -251,22 +264,18 @@ def demo(ctx: click.Context, events: int, change_at: int | None, label_delay: in
             update={"min_labels": min(settings.policy.min_labels, 200)})})
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     stack = _start_stack(settings)
-    try:
+    with _stopping(stack):
         plan = demo_module.DemoPlan(events=events, change_at=change_at or events // 2,
                                     label_delay=label_delay, rate=rate,
-                                    malformed_every=malformed_every, seed=seed)
+                                    malformed_every=malformed_every, seed=seed, run=run)
         summary = demo_module.run(settings, plan, console, check=stack.check)
+        summary["state_dir"] = settings.state_dir
         demo_module.print_summary(summary, console)
         from driftway.app.report import write_report
 
         out = settings.state_dir / "report.html"
-        write_report(settings, out)
+        write_report(settings, out, since=summary["since"])
         console.print(f"report with charts: {out}")
-    except StackError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        err_console.print("stopping…")
-        stack.stop()
 
 
 @cli.command()

@@ -2,11 +2,18 @@
 
 Labels arrive `label_delay` events after their event; a few malformed events go in on purpose,
 as a careless upstream app would send them, to show dead letters at work.
+
+Each run reports on its own events only. On the embedded default (the local broker and chDB) it
+starts from a fresh state directory, ``<state_dir>/demo``, so its model starts at version zero;
+with an existing Kafka it gets topics and groups of its own. Its event ids carry the run's id, and
+every figure of the summary is filtered by it (or by the run's start time), so a ClickHouse server
+shared with earlier runs changes nothing.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -19,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from river.datasets import synth
 
-from driftway.app.query import query
+from driftway.app.query import query, running_endpoint
 from driftway.io.kafka import make_producer
 from driftway.sdk import EventProducer
 from driftway.settings import Settings
@@ -41,6 +48,49 @@ class DemoPlan:
     rate: int = 1_000
     malformed_every: int = 1_000
     seed: int = 42
+    run: str = ""  # the run's id, which its event ids start with (else loan-<seed>-)
+
+    @property
+    def ids(self) -> str:
+        """What every event id of this run starts with."""
+        return f"{self.run}-" if self.run else f"loan-{self.seed}-"
+
+
+class DemoBusy(RuntimeError):
+    """A demo (or `up`) is running in the demo's state directory."""
+
+
+def run_id(now: datetime | None = None) -> str:
+    """A run's id: its start time, to the second.
+
+    >>> run_id(datetime(2026, 12, 1, 9, 30, 5, tzinfo=UTC))
+    'run20261201T093005'
+    """
+    return (now or datetime.now(UTC)).strftime("run%Y%m%dT%H%M%S")
+
+
+def run_settings(settings: Settings, run: str) -> tuple[Settings, str]:
+    """The settings of one demo run, and the line that says where its state is.
+
+    The local broker and the embedded engine get a fresh ``<state_dir>/demo`` (the previous
+    demo's is removed); an existing Kafka gets topics and consumer groups named after the run.
+    """
+    demo_dir = settings.state_dir / "demo"
+    settings = settings.model_copy(update={"state_dir": demo_dir})
+    if running_endpoint(settings) is not None:
+        raise DemoBusy(f"a demo is running in {demo_dir}; stop it first (Ctrl-C)")
+    said = []
+    if settings.kafka.local_broker and settings.embedded_clickhouse:
+        replaced = demo_dir.exists()
+        shutil.rmtree(demo_dir, ignore_errors=True)
+        said.append(f"fresh state in {demo_dir}" + (" (the previous demo's was removed)"
+                                                    if replaced else ""))
+    else:
+        settings = settings.model_copy(update={
+            "topic_prefix": f"{settings.topic_prefix}demo-{run}.",
+            "app_id": f"{settings.app_id}-demo-{run}"})
+        said.append(f"topics {settings.topic_prefix}*, state in {demo_dir}")
+    return settings, f"demo {run}: " + "; ".join(said) + f"; event ids {run}-…"
 
 
 def event_ts(index: int) -> datetime:
@@ -67,17 +117,20 @@ def loan_applications(plan: DemoPlan) -> Iterator[tuple[dict[str, Any], bool]]:
         data = {k: float(v) for k, v in x.items()}
         data["elevel"] = f"level{int(x['elevel'])}"  # strings become categorical features
         data["zipcode"] = f"zip{int(x['zipcode'])}"
-        event = {"event_id": f"loan-{plan.seed}-{i:08d}",
+        event = {"event_id": f"{plan.ids}{i:08d}",
                  "entity_id": f"applicant-{rng.randrange(2_000)}",
                  "ts": int(event_ts(i).timestamp() * 1000), "data": data}
         yield event, bool(y)
 
 
-def counts(settings: Settings) -> dict[str, int]:
-    """Rows stored so far in the main monitoring tables."""
-    sql = ("SELECT (SELECT count() FROM predictions), (SELECT count() FROM labels), "
-           "(SELECT count() FROM dead_letters), (SELECT count() FROM model_versions), "
-           "(SELECT count() FROM training)")
+def counts(settings: Settings, plan: DemoPlan, since: datetime) -> dict[str, int]:
+    """Rows of this run stored so far in the main monitoring tables."""
+    ids, at = plan.ids, _literal(since)
+    sql = (f"SELECT (SELECT count() FROM predictions WHERE startsWith(event_id, '{ids}')), "
+           f"(SELECT count() FROM labels WHERE startsWith(event_id, '{ids}')), "
+           f"(SELECT count() FROM dead_letters WHERE ts >= {at}), "
+           f"(SELECT count() FROM model_versions WHERE created_at >= {at}), "
+           f"(SELECT count() FROM training WHERE startsWith(event_id, '{ids}'))")
     p, lab, d, v, t = query(settings, sql).rows[0]
     return {"predictions": int(p), "labels": int(lab), "dead_letters": int(d), "versions": int(v),
             "training": int(t)}
@@ -92,6 +145,7 @@ def run(settings: Settings, plan: DemoPlan, console: Console,
 
     from driftway.app.status import LiveStatus
 
+    since = datetime.now(UTC)
     sdk = EventProducer(settings)
     any_client: Producer = make_producer(settings)  # malformed bytes, as any client could send
     pending_labels: deque[tuple[str, bool]] = deque()
@@ -132,7 +186,7 @@ def run(settings: Settings, plan: DemoPlan, console: Console,
             if now - last_poll > 0.5:
                 last_poll = now
                 check()
-                stored = counts(settings)["predictions"]
+                stored = counts(settings, plan, since)["predictions"]
                 progress.update(t_sent, completed=sent)
                 progress.update(t_pred, completed=stored)
                 if not console.is_terminal and now - last_line > 2:
@@ -147,7 +201,7 @@ def run(settings: Settings, plan: DemoPlan, console: Console,
         deadline = time.monotonic() + timeout
         while True:
             check()
-            c = counts(settings)
+            c = counts(settings, plan, since)
             progress.update(t_pred, completed=c["predictions"])
             if (c["predictions"] >= sent and c["labels"] >= labels and c["training"] >= labels
                     and c["dead_letters"] >= malformed) or time.monotonic() > deadline:
@@ -157,12 +211,19 @@ def run(settings: Settings, plan: DemoPlan, console: Console,
     if not console.is_terminal:
         console.print(f"sent {sent} events in {send_seconds:.1f}s; stored {c['predictions']} "
                       f"predictions after {total_seconds:.1f}s")
-    return summarize(settings, plan, sent, labels, malformed, total_seconds, c)
+    return summarize(settings, plan, since, sent, labels, malformed, total_seconds, c)
 
 
-def summarize(settings: Settings, plan: DemoPlan, sent: int, labels: int, malformed: int,
-              seconds: float, stored: dict[str, int]) -> dict[str, Any]:
-    """What happened, from ClickHouse."""
+def _literal(ts: datetime) -> str:
+    """A UTC time as a ClickHouse DateTime64 literal."""
+    return f"toDateTime64('{ts.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}', 3, 'UTC')"
+
+
+def summarize(settings: Settings, plan: DemoPlan, since: datetime, sent: int, labels: int,
+              malformed: int, seconds: float, stored: dict[str, int]) -> dict[str, Any]:
+    """What happened in this run (its event ids, and what was written since it began), from
+    ClickHouse."""
+    ids, at = plan.ids, _literal(since)
     change = event_ts(plan.change_at).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     soon = event_ts(plan.change_at + 2_000).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     phases = query(settings, f"""
@@ -171,17 +232,22 @@ def summarize(settings: Settings, plan: DemoPlan, sent: int, labels: int, malfor
                        '3 rest after') AS phase,
                count() AS labelled, round(avg(p.prediction = l.label), 4) AS accuracy
         FROM predictions AS p INNER JOIN labels AS l USING event_id
+        WHERE startsWith(p.event_id, '{ids}')
         GROUP BY phase ORDER BY phase""").rows
-    dead = query(settings, "SELECT processor, error, count() AS n FROM dead_letters "
-                           "GROUP BY processor, error ORDER BY n DESC").rows
-    versions = query(settings, "SELECT count(), max(examples_seen) FROM model_versions").rows[0]
-    drift = query(settings, "SELECT kind, count() FROM drift_events GROUP BY kind "
-                            "ORDER BY kind").rows
-    actions = query(settings, "SELECT ts, action, substring(version, 1, 12), reason "
-                              "FROM deployments WHERE by IN ('policy', 'cli') ORDER BY ts").rows
-    latency = query(settings, "SELECT round(quantile(0.5)(latency_ms), 2), "
-                              "round(quantile(0.99)(latency_ms), 2) FROM predictions").rows[0]
-    return {"events": sent, "labels": labels, "malformed": malformed, "seconds": seconds,
+    dead = query(settings, f"SELECT processor, error, count() AS n FROM dead_letters "
+                           f"WHERE ts >= {at} GROUP BY processor, error ORDER BY n DESC").rows
+    versions = query(settings, f"SELECT count(), max(examples_seen) FROM model_versions "
+                               f"WHERE created_at >= {at}").rows[0]
+    drift = query(settings, f"SELECT kind, count() FROM drift_events WHERE ts >= {at} "
+                            "GROUP BY kind ORDER BY kind").rows
+    actions = query(settings, f"SELECT ts, action, substring(version, 1, 12), reason "
+                              f"FROM deployments WHERE by IN ('policy', 'cli') AND ts >= {at} "
+                              "ORDER BY ts").rows
+    latency = query(settings, f"SELECT round(quantile(0.5)(latency_ms), 2), "
+                              f"round(quantile(0.99)(latency_ms), 2) FROM predictions "
+                              f"WHERE startsWith(event_id, '{ids}')").rows[0]
+    return {"run": plan.run, "since": since,
+            "events": sent, "labels": labels, "malformed": malformed, "seconds": seconds,
             "stored": stored, "accuracy": [(p[1:], int(n), a) for p, n, a in phases],
             "dead_letters": dead, "versions": int(versions[0]),
             "examples_learned": int(versions[1] or 0), "latency_ms": latency,
@@ -213,4 +279,6 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         acts.add_row(str(ts)[11:19], action, version, reason[:110])
     if s.get("actions"):
         console.print(acts)
-    console.print("explore: driftway query \"SELECT * FROM predictions LIMIT 5\"")
+    console.print(f"explore: driftway --state-dir {s.get('state_dir', '.driftway/demo')} query "
+                  f"\"SELECT * FROM predictions WHERE startsWith(event_id, '{s['run']}-') "
+                  "LIMIT 5\"")

@@ -27,9 +27,10 @@ def running_endpoint(settings: Settings) -> int | None:
     path = query_endpoint_file(settings)
     try:
         info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return int(info["port"]) if psutil.pid_exists(int(info["pid"])) else None
+        pid, port = int(info["pid"]), int(info["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none, or not one a sink wrote
+    return port if psutil.pid_exists(pid) else None
 
 
 def query(settings: Settings, sql: str, timeout: float = 60.0) -> QueryResult:
@@ -41,9 +42,11 @@ def query(settings: Settings, sql: str, timeout: float = 60.0) -> QueryResult:
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 body = json.loads(response.read())
+            return QueryResult(body["columns"], body["types"], body["rows"])
         except urllib.error.HTTPError as exc:
             raise QueryError(json.loads(exc.read()).get("error", str(exc))) from None
-        return QueryResult(body["columns"], body["types"], body["rows"])
+        except urllib.error.URLError:
+            pass  # a stale endpoint file (its pid reused): open the engine directly
     client = connect(settings)
     try:
         if settings.embedded_clickhouse:

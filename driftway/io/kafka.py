@@ -14,6 +14,10 @@ from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: librdkafka's own log lines (connection attempts, queue purges at close…) go through Python
+#: logging, shown from the configured log level up, instead of straight to stderr.
+LIBRDKAFKA_LOG = logging.getLogger("driftway.librdkafka")
+
 
 def client_config(settings: Settings) -> dict[str, Any]:
     """Connection settings shared by every confluent-kafka client: brokers, TLS and SASL.
@@ -21,13 +25,15 @@ def client_config(settings: Settings) -> dict[str, Any]:
     Holds the SASL password in clear (librdkafka needs it): pass it to a client, never log it.
     faust gets the same settings as credentials (``driftway.io.agents.broker_credentials``).
 
-    >>> client_config(Settings())
-    {'bootstrap.servers': '127.0.0.1:9092', 'security.protocol': 'PLAINTEXT'}
+    >>> config = client_config(Settings())
+    >>> config["bootstrap.servers"], config["security.protocol"], config["logger"].name
+    ('127.0.0.1:9092', 'PLAINTEXT', 'driftway.librdkafka')
     """
     kafka = settings.kafka
     config: dict[str, Any] = {
         "bootstrap.servers": kafka.bootstrap_servers,
         "security.protocol": kafka.security_protocol,
+        "logger": LIBRDKAFKA_LOG,
     }
     if kafka.uses_sasl and kafka.sasl_password is not None:  # validation ensured all three
         config["sasl.mechanisms"] = kafka.sasl_mechanism

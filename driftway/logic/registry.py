@@ -246,9 +246,11 @@ class RegistryState:
         published but not yet deployed (a crash in between, or auto_update off), this finds it.
         """
         current = self.versions[version]
+        seen = {version}
         while True:
             kids = [c for c in self.children(current.version)
-                    if c.training_offsets is not None and c.version != current.version]
+                    if c.training_offsets is not None and c.version not in seen]
             if not kids:
                 return current
             current = max(kids, key=lambda c: c.training_offsets.end)  # type: ignore[union-attr]
+            seen.add(current.version)

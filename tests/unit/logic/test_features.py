@@ -5,8 +5,7 @@ import math
 import pytest
 
 from driftway.logic.features import event_features, featurize
-from driftway.schemas.events import RawEvent, failure_reason
-from driftway.streams.features import decode_raw
+from driftway.schemas.events import RawEvent
 
 
 def test_numbers_stay_numeric_and_strings_become_one_hot() -> None:
@@ -33,13 +32,3 @@ def test_out_of_order_event_does_not_move_last_seen_back() -> None:
     assert vector.features["entity.seconds_since_last"] == 0.0
     assert state["last_ts"] == 13.5
 
-
-def test_decode_errors_have_readable_reasons() -> None:
-    with pytest.raises(ValueError, match="null value"):
-        decode_raw(None)
-    try:
-        decode_raw(b'{"event_id": "e", "ts": 1, "data": {}}')
-    except Exception as exc:  # noqa: BLE001
-        assert failure_reason(exc) == "invalid RawEvent: entity_id: Field required"
-    else:
-        pytest.fail("missing entity_id was accepted")

@@ -1,0 +1,61 @@
+"""The supervisor's hand-over of settings to its child processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from driftway.app.supervisor import settings_env
+from driftway.settings import Settings
+
+
+def test_settings_env_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    original = Settings(state_dir=tmp_path, topic_prefix="x.", clickhouse_dsn="http://h:8123")
+    env = settings_env(original)
+    for key in [k for k in env if k.startswith("DRIFTWAY_")]:
+        monkeypatch.setenv(key, env[key])
+    rebuilt = Settings()
+    assert rebuilt.model_dump() == original.model_dump() | {"state_dir": tmp_path.resolve()}
+    assert rebuilt.clickhouse_dsn_resolved == "http://h:8123"
+
+
+#: A settings object with secrets the code of settings_env never names: one at the top, one in a
+#: nested group (as a new setting would add them).
+EXTENDED = """
+from pydantic import BaseModel, SecretStr
+from driftway.settings import KafkaSettings, Settings
+
+class Vault(BaseModel):
+    token: SecretStr | None = None
+
+class Extended(Settings):
+    api_key: SecretStr | None = None
+    vault: Vault = Vault()
+"""
+
+
+def test_every_secret_reaches_a_child_process(tmp_path: Path) -> None:
+    namespace: dict[str, object] = {}
+    # The same class, here and in the child (compiled without this module's __future__ import).
+    exec(compile(EXTENDED, "<extended>", "exec", dont_inherit=True), namespace)  # noqa: S102
+    extended = namespace["Extended"]
+    original = extended(  # type: ignore[operator]
+        state_dir=tmp_path, clickhouse_dsn="http://u:dsn-secret@h:8123",
+        signing_key="signing-secret-0123", api_key="new-secret-1", vault={"token": "new-secret-2"},
+        kafka={"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+               "sasl_username": "u", "sasl_password": "sasl-secret"})
+    env = settings_env(original)
+    child = EXTENDED + (
+        "s = Extended()\n"
+        "print(s.clickhouse_dsn.get_secret_value(), s.signing_key.get_secret_value(),\n"
+        "      s.kafka.sasl_password.get_secret_value(), s.api_key.get_secret_value(),\n"
+        "      s.vault.token.get_secret_value())\n")
+    done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["http://u:dsn-secret@h:8123", "signing-secret-0123",
+                                   "sasl-secret", "new-secret-1", "new-secret-2"]

@@ -1,0 +1,68 @@
+"""The topology is consistent, and what derives from it (tables, supervisor, status, CLI) does."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from driftway.app import status, supervisor
+from driftway.app.cli import cli
+from driftway.io.clickhouse import ROWS, SINK_TABLES
+from driftway.schemas.topology import PROCESSORS, REGISTRY, TOPIC_KEYS, TOPICS, Processor
+
+#: Written by upstream applications (through the SDK), not by a processor.
+UPSTREAM = {"raw", "labels"}
+#: Read outside the processors: predictions by subscribers, the registry by every version's user.
+READ_OUTSIDE = {"predictions", *REGISTRY}
+
+WRITTEN = {key for p in PROCESSORS for key in p.writes}
+READ = {key for p in PROCESSORS for key in p.reads}
+
+
+def test_names_are_unique() -> None:
+    assert len(set(TOPIC_KEYS)) == len(TOPICS)
+    assert len({p.name for p in PROCESSORS}) == len(PROCESSORS)
+
+
+@pytest.mark.parametrize("processor", PROCESSORS, ids=lambda p: p.name)
+def test_processors_read_and_write_declared_topics_only(processor: Processor) -> None:
+    assert set(processor.reads) <= set(TOPIC_KEYS)
+    assert set(processor.writes) <= set(TOPIC_KEYS)
+    assert processor.reads  # a processor consumes something: its group's lag is its status
+
+
+def test_every_topic_but_the_upstream_ones_is_written_by_a_processor() -> None:
+    assert set(TOPIC_KEYS) - WRITTEN == UPSTREAM
+    assert not WRITTEN & UPSTREAM
+
+
+def test_every_topic_is_read_by_a_processor_or_outside_them() -> None:
+    assert set(TOPIC_KEYS) - READ <= READ_OUTSIDE
+    assert READ_OUTSIDE <= set(TOPIC_KEYS) and UPSTREAM <= READ
+
+
+def test_every_table_has_its_row_mapping_and_every_mapping_a_topic() -> None:
+    tables = [t.table for t in TOPICS if t.table is not None]
+    assert len(set(tables)) == len(tables)  # one topic per table
+    assert set(tables) == set(ROWS)
+    assert [(s.topic_key, s.table) for s in SINK_TABLES] == [
+        (t.key, t.table) for t in TOPICS if t.table is not None]
+    sink = next(p for p in PROCESSORS if p.name == "sink")
+    assert set(sink.reads) == {s.topic_key for s in SINK_TABLES}
+
+
+def test_supervisor_and_status_derive_from_the_topology() -> None:
+    assert supervisor.PROCESSES == {p.name: list(p.command) for p in PROCESSORS}
+    assert list(supervisor.PROCESSES)[-1] == "sink"  # started last, stopped last
+    assert supervisor.FAUST_PROCESSORS == tuple(p.name for p in PROCESSORS if p.faust)
+    assert status.PROCESSORS == {p.name: p.reads for p in PROCESSORS}
+
+
+@pytest.mark.parametrize("processor", PROCESSORS, ids=lambda p: p.name)
+def test_each_command_is_a_cli_command(processor: Processor) -> None:
+    # With the seed set, `worker` does not re-execute the process (fix_hash_seed) before --help.
+    done = CliRunner().invoke(cli, [*processor.command, "--help"], prog_name="driftway",
+                              env={"PYTHONHASHSEED": "0"})
+    assert done.exit_code == 0, done.output
+    usage = done.output.splitlines()[0]
+    assert usage == f"Usage: driftway {' '.join(processor.command)} [OPTIONS]"  # not a group
