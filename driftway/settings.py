@@ -157,6 +157,14 @@ class ProcessingSettings(BaseModel):
     batch_within: float = Field(
         0.02, gt=0, le=10, description="Seconds to wait for a batch to fill before processing it."
     )
+    commit_interval: float = Field(
+        0.05, gt=0, le=60, description="Seconds between two transaction commits of a processor "
+        "on the runtime: output becomes visible to read_committed readers at a commit, so this "
+        "bounds their latency; shorter costs the broker more commits.")
+    transaction_timeout_ms: int = Field(
+        10_000, ge=1_000, le=900_000, description="How long the broker keeps a transaction of a "
+        "crashed processor open before aborting it (read_committed readers of its partitions "
+        "wait that long, unless the processor restarts under the same instance name first).")
     model: str = Field(
         "logistic_regression",
         description="The model the learner trains: a name from driftway.logic.models.MODELS "

@@ -20,7 +20,7 @@ tuples; nothing else lists topics or processors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from driftway.schemas.events import (
     ArtifactChunk,
@@ -50,7 +50,7 @@ class Topic:
     """One Driftway topic."""
 
     key: str
-    record: type[Record]
+    record: type[Record] | None  # None: internal state, no published schema
     keyed_by: str
     #: None: the keyed data topics' partitions (``kafka.partitions``); else fixed (1: one order).
     partitions: int | None = None
@@ -72,8 +72,16 @@ class Processor:
     reads: tuple[str, ...]
     writes: tuple[str, ...]
     command: tuple[str, ...]
-    #: Runs as a faust app (its group takes longest to settle at start-up).
-    faust: bool = False
+    #: How it runs: on the processor runtime (driftway.io.runtime), as a faust agent, or in a
+    #: loop of its own (the learner's ordered replay, the ClickHouse sink).
+    runs_on: Literal["runtime", "faust", "own"] = "own"
+    #: Its changelog topic, when it keeps state per input partition (on the runtime).
+    state: str | None = None
+
+    @property
+    def joins_group(self) -> bool:
+        """True when it shares its input as a consumer group that must settle at start-up."""
+        return self.runs_on in ("runtime", "faust")
 
 
 TOPICS: tuple[Topic, ...] = (
@@ -95,19 +103,21 @@ TOPICS: tuple[Topic, ...] = (
     Topic("metrics", Metric, "model@version", partitions=1, table="metrics"),
     Topic("dead-letters", DeadLetter, "source topic", retention_days=30, table="dead_letters"),
     Topic("feedback", FeedbackOutcome, "event id", table="feedback"),
+    # The features processor's per-entity state, by input partition (its changelog).
+    Topic("features-state", None, "entity id", retention_days=None),
 )
 
 #: Topics every version of a model is read from (compacted: the registry).
 REGISTRY = ("model-versions", "model-artifacts", "deployments")
 
 PROCESSORS: tuple[Processor, ...] = (
-    Processor("features", reads=("raw",), writes=("features", "dead-letters"),
-              command=("worker", "features"), faust=True),
+    Processor("features", reads=("raw",), writes=("features", "dead-letters", "features-state"),
+              command=("worker", "features"), runs_on="runtime", state="features-state"),
     Processor("scoring", reads=("features",), writes=("predictions", "served", "dead-letters"),
-              command=("worker", "scoring"), faust=True),
+              command=("worker", "scoring"), runs_on="runtime"),
     Processor("feedback", reads=("served", "labels"),
               writes=("training", "feedback", "dead-letters"),
-              command=("worker", "feedback"), faust=True),
+              command=("worker", "feedback"), runs_on="faust"),
     Processor("learner", reads=("training",),
               writes=(*REGISTRY, "metrics", "drift", "dead-letters"), command=("learner",)),
     Processor("drift", reads=("served",), writes=("drift", "dead-letters"), command=("drift",)),
@@ -119,7 +129,8 @@ PROCESSORS: tuple[Processor, ...] = (
 TOPIC_KEYS: tuple[str, ...] = tuple(t.key for t in TOPICS)
 
 #: Every wire format, by the topic key that carries it.
-TOPIC_RECORDS: dict[str, type[Record]] = {t.key: t.record for t in TOPICS}
+TOPIC_RECORDS: dict[str, type[Record]] = {t.key: t.record for t in TOPICS
+                                           if t.record is not None}
 
 
 def topic(key: str) -> Topic:

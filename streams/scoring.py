@@ -2,8 +2,9 @@
 
 Scoring learns nothing itself; it serves what the deployments topic names. A watcher thread
 follows the registry (versions, signed artifacts, deployments), verifies and loads the deployed
-versions off the event loop, and hands the agent a ready ``ServingSet``. The agent picks up the
-current set at the start of each batch, so a swap happens between two events, and every
+versions off the processing thread, and hands it a ready ``ServingSet``. The processor (on the
+runtime, ``driftway.io.runtime``) picks up the current set at the start of each batch, so a swap
+happens between two events, and every
 prediction names the version that made it. An artifact that fails verification is reported as a
 dead letter and the running set stays.
 
@@ -13,23 +14,14 @@ served — features, and every version's output — keyed by event id, for the f
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 from typing import Any, NamedTuple
 
-from driftway.io.agents import (
-    Emitter,
-    batches,
-    dead_letter,
-    exit_uncommitted_on_failure,
-    make_app,
-    raw_topic,
-    run_worker,
-)
 from driftway.io.kafka import make_producer, produce
 from driftway.io.registry import ModelRegistry
+from driftway.io.runtime import Incoming, Out, run_processor
 from driftway.logic.artifacts import ArtifactRefused
 from driftway.logic.models import predict_explained
 from driftway.logic.registry import RegistryError
@@ -40,7 +32,6 @@ from driftway.schemas.events import (
     Output,
     Prediction,
     Served,
-    failure_reason,
 )
 from driftway.settings import Settings
 
@@ -157,52 +148,48 @@ class DeploymentWatcher(threading.Thread):
                 letter.to_bytes(), lambda err, _msg: err and log.error("dead letter: %s", err))
         self._producer.flush(10)
 
-    async def wait_ready(self) -> ServingSet:
+    def wait_ready(self) -> ServingSet:
         """Wait until there is something to serve (the learner deploys the first version)."""
         while self.current is None:
             if self.failed is not None:
                 raise RuntimeError("the deployment watcher failed") from self.failed
-            await asyncio.sleep(0.05)
+            time.sleep(0.05)
         return self.current
 
 
-def build(settings: Settings) -> Any:
-    """The scoring faust app: an agent on features serving the deployed versions."""
-    app = make_app(settings, "scoring")
-    p = settings.processing
-    watcher = DeploymentWatcher(settings, p.model_name)
-    emitter = Emitter(settings)
-    predictions, served_topic = settings.topic("predictions"), settings.topic("served")
-    dead_letters = settings.topic("dead-letters")
+class Scoring:
+    """The scoring processor: a feature vector → the champion's prediction and what was served.
 
-    @app.task
-    async def follow_deployments() -> None:
-        watcher.start()
+    The serving set is taken once per batch, so a swap falls between two events.
+    """
 
-    @app.agent(raw_topic(app, settings.topic("features")))
-    @exit_uncommitted_on_failure
-    async def scoring(stream: Any) -> None:
-        await watcher.wait_ready()
-        async for events in batches(stream, settings):
-            serving = watcher.current  # one set per batch: swaps fall between two events
-            assert serving is not None
-            started = time.time()
-            for event in events:
-                try:  # whatever one record raises makes it a dead letter, never its batch
-                    vector = FeatureVector.model_validate_json(event.message.value or b"")
-                    prediction, served = score_event(serving, vector, p.explain_top, started)
-                    out = prediction.to_bytes(), served.to_bytes()
-                except Exception as exc:
-                    dl = dead_letter("scoring", event, failure_reason(exc))
-                    emitter.emit(dead_letters, dl.source_topic, dl.to_bytes())
-                    continue
-                emitter.emit(predictions, vector.entity_id, out[0])
-                emitter.emit(served_topic, vector.event_id, out[1])
-            await emitter.flush()
+    name = "scoring"
 
-    return app
+    def __init__(self, settings: Settings) -> None:
+        self.explain_top = settings.processing.explain_top
+        self.watcher = DeploymentWatcher(settings, settings.processing.model_name)
+        self.serving: ServingSet | None = None
+        self.started = 0.0
+
+    def start(self) -> None:
+        """Follow the registry, and wait for something to serve (the learner's version zero)."""
+        self.watcher.start()
+        self.watcher.wait_ready()
+
+    def begin_batch(self) -> None:
+        if self.watcher.failed is not None:
+            raise RuntimeError("the deployment watcher failed") from self.watcher.failed
+        self.serving = self.watcher.current
+        self.started = time.time()
+
+    def handle(self, record: Incoming, store: object) -> list[Out]:
+        assert self.serving is not None
+        vector = FeatureVector.model_validate_json(record.value or b"")
+        prediction, served = score_event(self.serving, vector, self.explain_top, self.started)
+        return [Out("predictions", vector.entity_id, prediction.to_bytes()),
+                Out("served", vector.event_id, served.to_bytes())]
 
 
-def main(settings: Settings) -> None:
+def main(settings: Settings, instance: str | None = None) -> None:
     """Run the scoring processor in the foreground."""
-    run_worker(build(settings), settings)
+    run_processor(settings, Scoring(settings), instance)

@@ -98,29 +98,35 @@ def fix_hash_seed() -> None:
 
 @cli.group()
 def worker() -> None:
-    """Run one stream processor (a faust worker) in the foreground."""
+    """Run one stream processor in the foreground."""
     fix_hash_seed()
 
 
+instance_option = click.option(
+    "--instance", default=None, metavar="NAME",
+    help="This process's name among the processor's replicas, the same after a restart (its "
+         "transactional id: a restart fences the crashed one at once) [default: the host name].")
+
+
 @worker.command("features")
+@instance_option
 @click.pass_context
-def worker_features(ctx: click.Context) -> None:
-    """raw → features, with per-entity state in a changelog-backed table."""
+def worker_features(ctx: click.Context, instance: str | None) -> None:
+    """raw → features, with per-entity state in a changelog-backed store."""
     from driftway.streams import features
 
-    sys.argv = [sys.argv[0]]  # faust's worker parses argv itself
-    features.main(settings_of(ctx))
+    features.main(settings_of(ctx), instance)
 
 
 @worker.command("scoring")
+@instance_option
 @click.pass_context
-def worker_scoring(ctx: click.Context) -> None:
+def worker_scoring(ctx: click.Context, instance: str | None) -> None:
     """features → predictions, from the deployed model versions."""
     from driftway.io.keys import with_signing_key
     from driftway.streams import scoring
 
-    sys.argv = [sys.argv[0]]
-    scoring.main(with_signing_key(settings_of(ctx)))
+    scoring.main(with_signing_key(settings_of(ctx)), instance)
 
 
 @worker.command("feedback")

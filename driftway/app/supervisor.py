@@ -29,8 +29,8 @@ from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: The processors that run as faust apps (their consumer groups are `<app_id>-<name>`).
-FAUST_PROCESSORS = tuple(p.name for p in topology.PROCESSORS if p.faust)
+#: The processors whose consumer groups (`<app_id>-<name>`) must be stable before events flow.
+GROUP_PROCESSORS = tuple(p.name for p in topology.PROCESSORS if p.joins_group)
 
 #: The command that runs each process of the stack, in start order (the sink last: it stops last).
 PROCESSES: dict[str, list[str]] = {p.name: list(p.command) for p in topology.PROCESSORS}
@@ -104,10 +104,12 @@ class Stack:
         processors scale out by partitions: replicas share the work of one consumer group).
         """
         kind = name if name in PROCESSES else name.rsplit("-", 1)[0]
+        # On the runtime, a process keeps its transactional id across restarts: its name.
+        instance = ["--instance", name] if topology.processor(kind).runs_on == "runtime" else []
         logfile: IO[bytes] = (self.log_dir / f"{name}.log").open("ab")
         try:
             self.children[name] = subprocess.Popen(
-                [sys.executable, "-m", "driftway", *PROCESSES[kind]],
+                [sys.executable, "-m", "driftway", *PROCESSES[kind], *instance],
                 env=self._env, stdout=logfile, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
@@ -125,11 +127,11 @@ class Stack:
 
     def wait_until_serving(self, timeout: float = 120.0) -> None:
         """Wait until events sent now are processed without a start-up pause: the sink has
-        opened ClickHouse, the learner has deployed a champion, and every faust processor's
+        opened ClickHouse, the learner has deployed a champion, and every grouped processor's
         consumer group is stable (joined, partitions assigned)."""
         deadline = time.monotonic() + timeout
         marker = query_endpoint_file(self.settings)
-        waiting_for = ["the sink", "a deployed champion", *FAUST_PROCESSORS]
+        waiting_for = ["the sink", "a deployed champion", *GROUP_PROCESSORS]
         registry: ModelRegistry | None = None
         try:
             while time.monotonic() < deadline:

@@ -13,7 +13,8 @@ from driftway.schemas.topology import PROCESSORS, REGISTRY, TOPIC_KEYS, TOPICS, 
 #: Written by upstream applications (through the SDK), not by a processor.
 UPSTREAM = {"raw", "labels"}
 #: Read outside the processors: predictions by subscribers, the registry by every version's user.
-READ_OUTSIDE = {"predictions", *REGISTRY}
+#: Read by subscribers, the registry, and each stateful processor when it restores its state.
+READ_OUTSIDE = {"predictions", *REGISTRY, *(p.state for p in PROCESSORS if p.state)}
 
 WRITTEN = {key for p in PROCESSORS for key in p.writes}
 READ = {key for p in PROCESSORS for key in p.reads}
@@ -54,7 +55,7 @@ def test_every_table_has_its_row_mapping_and_every_mapping_a_topic() -> None:
 def test_supervisor_and_status_derive_from_the_topology() -> None:
     assert supervisor.PROCESSES == {p.name: list(p.command) for p in PROCESSORS}
     assert list(supervisor.PROCESSES)[-1] == "sink"  # started last, stopped last
-    assert supervisor.FAUST_PROCESSORS == tuple(p.name for p in PROCESSORS if p.faust)
+    assert supervisor.GROUP_PROCESSORS == tuple(p.name for p in PROCESSORS if p.joins_group)
     assert status.PROCESSORS == {p.name: p.reads for p in PROCESSORS}
 
 

@@ -1,0 +1,280 @@
+"""The processor runtime: the one shell every processor of the data plane runs in.
+
+A processor is a name in the topology and a function from one input record (and, if it keeps
+state, its partition's store) to the records it writes. The shell owns the rest, once:
+
+- batched consumption through librdkafka, as one consumer group (``<app_id>-<name>``) over the
+  topics the topology says the processor reads, reading committed records only;
+- exactly-once output: everything a batch writes — output, dead letters, the state's changelog —
+  goes out in one Kafka transaction with the input offsets it consumed, committed every
+  ``processing.commit_interval`` seconds (the latency a read_committed reader sees, traded against
+  the cost of a commit);
+- dead letters: whatever handling one record raises makes that record a dead letter with the
+  reason, its state changes undone, and its neighbours are served; a failure that is not a
+  record's (the broker, a transaction that cannot commit) ends the run with the transaction
+  aborted, so its input is read again by whoever takes the partitions over;
+- changelog-backed state, restored for each partition before its first record, on every
+  assignment;
+- rebalances (a revoked partition's transaction is committed first), shutdown, and metrics.
+
+Quix Streams' checkpoints and Kafka Streams' tasks are the model: processing never touches
+offsets, and a commit is one atomic step for output, state and position.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from driftway.io.kafka import client_config, produce, producer_config
+from driftway.io.state import Store, restore
+from driftway.schemas import topology
+from driftway.schemas.events import DeadLetter, failure_reason
+from driftway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Incoming(NamedTuple):
+    """One input record as a processor sees it."""
+
+    topic: str  # the topic's key in the topology (raw, features…)
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    received_at: float  # when the runtime took the batch it came in (Unix seconds)
+
+
+class Out(NamedTuple):
+    """One record a processor writes."""
+
+    topic: str  # the topic's key in the topology
+    key: bytes | str | None
+    value: bytes | None
+    partition: int | None = None  # None: the key's partition
+
+
+class Processor(Protocol):
+    """What a processor module gives the runtime."""
+
+    name: str
+
+    def handle(self, record: Incoming, store: Store | None) -> Iterable[Out]:
+        """The records one input record makes; raise and it becomes a dead letter."""
+        ...
+
+
+@dataclass
+class Metrics:
+    """What a runtime has done since it started (logged every ``log_every`` seconds)."""
+
+    records: int = 0
+    dead_letters: int = 0
+    commits: int = 0
+    busy_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self, name: str) -> str:
+        elapsed = max(1e-9, time.monotonic() - self.started)
+        return (f"{name}: {self.records} records ({self.records / elapsed:.0f}/s), "
+                f"{self.dead_letters} dead letters, {self.commits} commits, busy "
+                f"{100 * self.busy_seconds / elapsed:.0f} %")
+
+
+class Runtime:
+    """Runs one processor until stopped (SIGTERM, Ctrl-C, or ``stop``)."""
+
+    def __init__(self, settings: Settings, processor: Processor,
+                 instance: str | None = None) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.spec = topology.processor(processor.name)
+        self.topics = {settings.topic(key): key for key in self.spec.reads}
+        self.state_topic = settings.topic(self.spec.state) if self.spec.state else None
+        self.stores: dict[int, Store] = {}
+        self.metrics = Metrics()
+        self.stopping = threading.Event()
+        p = settings.processing
+        self._dead_letters = settings.topic("dead-letters")
+        self._in_transaction = False
+        self._transaction_started = 0.0
+        self._positions: dict[tuple[str, int], int] = {}
+        self._errors: list[str] = []
+        group = f"{settings.app_id}-{processor.name}"
+        # The same id after a restart: initialising it fences the crashed instance and aborts
+        # the transaction it left open, so readers are not held back until it times out.
+        self.transactional_id = f"{group}-{instance or socket.gethostname()}"
+        self.consumer = Consumer({
+            **client_config(settings),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 3_000,
+            "fetch.wait.max.ms": 100,
+        })
+        self.producer = Producer(producer_config(
+            settings, **{"transactional.id": self.transactional_id,
+                         "transaction.timeout.ms": p.transaction_timeout_ms,
+                         "linger.ms": 2}))
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        p = self.settings.processing
+        self.producer.init_transactions(30)
+        start = getattr(self.processor, "start", None)
+        if start is not None:
+            start()
+        self.consumer.subscribe(list(self.topics), on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        log.info("%s reading %s as %s", self.processor.name, ", ".join(self.topics),
+                 self.transactional_id)
+        last_log = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                messages = self.consumer.consume(p.batch_size, timeout=p.batch_within)
+                if messages:
+                    began = time.monotonic()
+                    self._process(messages)
+                    self.metrics.busy_seconds += time.monotonic() - began
+                if self._in_transaction and (
+                        time.monotonic() - self._transaction_started >= p.commit_interval):
+                    self._commit()
+                if time.monotonic() - last_log >= 30:
+                    last_log = time.monotonic()
+                    log.info(self.metrics.line(self.processor.name))
+            if self._in_transaction:
+                self._commit()
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            self.consumer.close()
+
+    def _process(self, messages: list[Message]) -> None:
+        if not self._in_transaction:
+            self.producer.begin_transaction()
+            self._in_transaction = True
+            self._transaction_started = time.monotonic()
+        begin_batch = getattr(self.processor, "begin_batch", None)
+        if begin_batch is not None:
+            begin_batch()
+        now = time.time()
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("%s consumer: %s", self.processor.name, error)
+                continue
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            record = Incoming(self.topics[topic], partition, offset, msg.key(), msg.value(),
+                              now)
+            store = self.stores.get(partition) if self.state_topic else None
+            if store is not None:
+                store.begin()
+            try:
+                outs = list(self.processor.handle(record, store))
+            except Exception as exc:  # the record's failure: one dead letter, nothing else
+                if store is not None:
+                    store.undo()
+                self.metrics.dead_letters += 1
+                letter = DeadLetter.of(self.processor.name, topic, partition, offset, msg.key(),
+                                       msg.value(), failure_reason(exc))
+                self._emit(self._dead_letters, letter.source_topic, letter.to_bytes())
+            else:
+                if store is not None:
+                    store.commit_record()
+                for out in outs:
+                    self._emit(self.settings.topic(out.topic), out.key, out.value,
+                               out.partition)
+            self._positions[(topic, partition)] = offset + 1
+            self.metrics.records += 1
+
+    def _emit(self, topic: str, key: bytes | str | None, value: bytes | None,
+              partition: int | None = None) -> None:
+        produce(self.producer, topic, key, value, self._on_delivery, partition)
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        """Output, state changes and input offsets, in one transaction."""
+        if self.state_topic is not None:
+            for partition, store in self.stores.items():
+                for key, value in store.take_changes().items():
+                    self._emit(self.state_topic, key, value, partition)
+        # The consumer's positions, not last offset + 1: they step over the commit markers of
+        # transactional input, so a caught-up processor shows no lag.
+        offsets = [tp for tp in self.consumer.position(
+            [TopicPartition(t, p) for t, p in self._positions]) if tp.offset >= 0]
+        if offsets:
+            self.producer.send_offsets_to_transaction(
+                offsets, self.consumer.consumer_group_metadata(), 30)
+        self.producer.commit_transaction(60)  # raises if a record was not delivered
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise RuntimeError(f"{len(errors)} records not delivered: {errors[:3]}")
+        self._in_transaction = False
+        self._positions.clear()
+        self.metrics.commits += 1
+
+    def _abort(self) -> None:
+        if not self._in_transaction:
+            return
+        self._in_transaction = False
+        try:
+            self.producer.abort_transaction(10)
+        except KafkaException as exc:
+            log.warning("%s: could not abort its transaction (%s); it times out",
+                        self.processor.name, exc)
+
+    # -- rebalances -------------------------------------------------------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.state_topic is None:
+            return
+        for number in sorted({tp.partition for tp in partitions}):
+            if number not in self.stores:
+                self.stores[number] = restore(self.settings, self.state_topic, number)
+                log.info("%s restored partition %d: %d keys", self.processor.name, number,
+                         len(self.stores[number].data))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._in_transaction:
+            self._commit()  # what was done for the partitions leaving is committed first
+        self._drop(partitions)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._abort()  # another member may own them already: what we did must not count
+        self._positions.clear()
+        self._drop(partitions)
+
+    def _drop(self, partitions: list[TopicPartition]) -> None:
+        for number in {tp.partition for tp in partitions}:
+            self.stores.pop(number, None)
+
+
+def run_processor(settings: Settings, processor: Processor, instance: str | None = None) -> None:
+    """Run a processor in the foreground until SIGTERM or Ctrl-C."""
+    runtime = Runtime(settings, processor, instance)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: runtime.stop())
+    runtime.run()
