@@ -120,7 +120,8 @@ PROCESSORS: tuple[Processor, ...] = (
               command=("worker", "feedback"), runs_on="faust"),
     Processor("learner", reads=("training",),
               writes=(*REGISTRY, "metrics", "drift", "dead-letters"), command=("learner",)),
-    Processor("drift", reads=("served",), writes=("drift", "dead-letters"), command=("drift",)),
+    Processor("drift", reads=("served",), writes=("drift", "dead-letters"), command=("drift",),
+              runs_on="runtime"),
     # The sink reads every topic that has a table; it writes ClickHouse, not Kafka.
     Processor("sink", reads=tuple(t.key for t in TOPICS if t.table), writes=(),
               command=("sink",)),

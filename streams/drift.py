@@ -1,8 +1,8 @@
 """drift: data drift per feature and prediction drift, on what scoring served.
 
-One confluent-kafka consumer reads the served topic (every partition, one consumer group, so one
-process sees the whole stream and one change gives one alert). For each model it keeps two
-monitors: the features of every served event (numeric features: two-sample KS or PSI against a
+It runs on the processor runtime (``driftway.io.runtime``) as one consumer group over the served
+topic (one process sees the whole stream, so one change gives one alert). For each model it keeps
+two monitors: the features of every served event (numeric features: two-sample KS or PSI against a
 reference window; one-hot ``field=value`` groups: chi-square), and the champion's answer (its
 probability of the positive class, or its value, and the predicted class). Alarms go to the drift
 topic — and from there to the ``drift_events`` table — naming detector, feature, statistic,
@@ -16,17 +16,13 @@ labels in their one order.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from collections import deque
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
-from confluent_kafka import Consumer, KafkaError, Message
-
-from driftway.io.kafka import client_config, make_producer, produce
+from driftway.io.runtime import Incoming, Out, run_processor
 from driftway.logic.drift import Alarm, DataDriftMonitor
-from driftway.schemas.events import DeadLetter, DriftEvent, Served, failure_reason, label_text
+from driftway.schemas.events import DriftEvent, Served, label_text
 from driftway.settings import DriftSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -101,85 +97,46 @@ class ModelMonitors:
         return None
 
 
-class DriftService:
-    """Reads served events, feeds the monitors, writes drift events."""
+class DriftWatch:
+    """The drift processor: what scoring served → drift events, on the runtime.
+
+    Its input is one consumer group over the served topic: one process sees the whole stream,
+    so one change gives one alert. The monitors live in memory and warm up again after a
+    restart; an alert is written in the same transaction as the offsets of what raised it.
+    """
+
+    name = "drift"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topic = settings.topic("served")
         self.monitors: dict[str, ModelMonitors] = {}
-        self.stop_requested = threading.Event()
-        self.producer = make_producer(settings)
-        self.consumer = Consumer({
-            **client_config(settings),
-            "group.id": f"{settings.app_id}-drift",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 3_000,
-        })
         self.alarms = 0
 
-    def handle(self, msg: Message) -> list[DriftEvent]:
-        """The drift events one served record raises; a record that fails is a dead letter."""
-        try:
-            return self._detect(msg)
-        except Exception as exc:
-            letter = DeadLetter.of("drift", msg.topic(), msg.partition(), msg.offset(), msg.key(),
-                                   msg.value(), failure_reason(exc))
-            self._emit(self.settings.topic("dead-letters"), letter.source_topic,
-                       letter.to_bytes())
-            return []
-
-    def _detect(self, msg: Message) -> list[DriftEvent]:
-        served = Served.model_validate_json(msg.value() or b"")
+    def handle(self, record: Incoming, store: object) -> list[Out]:
+        served = Served.model_validate_json(record.value or b"")
         monitors = self.monitors.get(served.model)
         if monitors is None:
             monitors = self.monitors[served.model] = ModelMonitors(
                 self.settings.drift.for_model(served.model))
-        events = []
-        for alarm in monitors.update(served, msg.partition(), msg.offset()):
+        out = []
+        for alarm in monitors.update(served, record.partition, record.offset):
             began = monitors.where(alarm.change_point)
-            events.append(DriftEvent(
+            event = DriftEvent(
                 ts=datetime.now(UTC), kind=alarm.kind, detector=alarm.detector,
                 model=served.model, version=served.champion, feature=alarm.feature,
                 statistic=alarm.statistic, threshold=alarm.threshold, p_value=alarm.p_value,
-                event_id=served.event_id, source=self.topic, partition=msg.partition(),
-                offset=msg.offset(), change_point=began[1] if began else None,
+                event_id=served.event_id, source=self.topic, partition=record.partition,
+                offset=record.offset, change_point=began[1] if began else None,
                 detail=(f"change estimated to begin near event {began[2]} (partition "
                         f"{began[0]}), {alarm.index - alarm.change_point} events before "
-                        "detection" if began else "")))
-        return events
-
-    def _emit(self, topic: str, key: str | bytes | None, value: bytes) -> None:
-        produce(self.producer, topic, key, value,
-                lambda err, _msg: err and log.error("not delivered: %s", err))
-
-    def run(self) -> None:
-        self.consumer.subscribe([self.topic])
-        try:
-            while not self.stop_requested.is_set():
-                messages = self.consumer.consume(1000, timeout=0.5)
-                for msg in messages:
-                    if msg.error() is not None:
-                        if msg.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("served consumer: %s", msg.error())
-                        continue
-                    for event in self.handle(msg):
-                        self.alarms += 1
-                        log.info("%s drift on %s (%s)", event.kind, event.feature, event.detector)
-                        self._emit(self.settings.topic("drift"), event.model, event.to_bytes())
-                if messages:
-                    self.producer.flush()
-                    self.consumer.commit(asynchronous=True)
-            self.producer.flush()
-        finally:
-            self.consumer.close()
+                        "detection" if began else ""))
+            self.alarms += 1
+            log.info("%s drift on %s (%s)", event.kind, event.feature, event.detector)
+            out.append(Out("drift", event.model, event.to_bytes()))
+        return out
 
 
-def main(settings: Settings) -> None:
+def main(settings: Settings, instance: str | None = None) -> None:
     """Run the drift processor in the foreground until SIGTERM or Ctrl-C."""
-    service = DriftService(settings)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: service.stop_requested.set())
-    service.run()
+    run_processor(settings, DriftWatch(settings), instance)

@@ -151,12 +151,13 @@ def learner(ctx: click.Context) -> None:
 
 
 @cli.command()
+@instance_option
 @click.pass_context
-def drift(ctx: click.Context) -> None:
+def drift(ctx: click.Context, instance: str | None) -> None:
     """Watch what scoring served for data and prediction drift; write drift events."""
     from driftway.streams import drift as drift_module
 
-    drift_module.main(settings_of(ctx))
+    drift_module.main(settings_of(ctx), instance)
 
 
 @cli.command()
