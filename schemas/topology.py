@@ -105,6 +105,8 @@ TOPICS: tuple[Topic, ...] = (
     Topic("feedback", FeedbackOutcome, "event id", table="feedback"),
     # The features processor's per-entity state, by input partition (its changelog).
     Topic("features-state", None, "entity id", retention_days=None),
+    # The feedback join's entries (served events waiting for labels and the reverse), by event id.
+    Topic("feedback-state", None, "event id", retention_days=None),
 )
 
 #: Topics every version of a model is read from (compacted: the registry).
@@ -116,8 +118,8 @@ PROCESSORS: tuple[Processor, ...] = (
     Processor("scoring", reads=("features",), writes=("predictions", "served", "dead-letters"),
               command=("worker", "scoring"), runs_on="runtime"),
     Processor("feedback", reads=("served", "labels"),
-              writes=("training", "feedback", "dead-letters"),
-              command=("worker", "feedback"), runs_on="faust"),
+              writes=("training", "feedback", "dead-letters", "feedback-state"),
+              command=("worker", "feedback"), runs_on="runtime", state="feedback-state"),
     Processor("learner", reads=("training",),
               writes=(*REGISTRY, "metrics", "drift", "dead-letters"), command=("learner",)),
     Processor("drift", reads=("served",), writes=("drift", "dead-letters"), command=("drift",),

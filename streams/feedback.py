@@ -1,97 +1,67 @@
 """feedback: what was served meets its label, by event id, in bounded changelog-backed state.
 
 Scoring writes what it served keyed by event id, and labels are keyed by event id: the two topics
-are co-partitioned, so one faust table (its changelog written with each batch's output) holds both
-sides of the join (``driftway.logic.join.FeedbackJoin``) for a partition, and survives a restart.
-Joined examples go to the training topic (one partition: one total order for the learner); served
-events that never got a label and labels that never found their event go to the feedback topic
-and its ClickHouse table. Nothing is dropped silently.
+are co-partitioned, so one partition's store holds both sides of the join
+(``driftway.logic.join.FeedbackJoin``) and survives a restart through its changelog. It runs on
+the processor runtime (``driftway.io.runtime``): joined examples (to the training topic, one
+partition: one total order for the learner), the outcomes of what found no partner (to the
+feedback topic and its ClickHouse table) and the state's changes are committed in one
+transaction with the input offsets. Nothing is dropped silently.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import time
-from typing import Any
+from collections.abc import Iterator
 
-from driftway.io.agents import (
-    Emitter,
-    batches,
-    dead_letter,
-    exit_uncommitted_on_failure,
-    make_app,
-    run_worker,
-)
+from driftway.io.runtime import Incoming, Out, run_processor
+from driftway.io.state import Store
 from driftway.logic.join import FeedbackJoin
-from driftway.schemas.events import (
-    FeedbackOutcome,
-    Label,
-    Record,
-    Served,
-    TrainingExample,
-    failure_reason,
-)
+from driftway.schemas.events import Label, Record, Served, TrainingExample
 from driftway.settings import Settings
 
-log = logging.getLogger(__name__)
 
-def build(settings: Settings) -> Any:
-    """The feedback faust app: one agent over the co-partitioned served and labels topics."""
-    app = make_app(settings, "feedback")
-    p = settings.processing
-    served_topic, labels_topic = settings.topic("served"), settings.topic("labels")
-    source = app.topic(served_topic, labels_topic, key_serializer="raw", value_serializer="raw",
-                       partitions=settings.kafka.partitions)
-    table = app.Table("pending", default=None, partitions=settings.kafka.partitions)
-    join = FeedbackJoin(table.data, p.feedback_window_seconds, p.feedback_max_pending)
-    emitter = Emitter(settings)
-    changelog = table.changelog_topic.get_topic_name()
-    outputs = {TrainingExample: settings.topic("training"),
-               FeedbackOutcome: settings.topic("feedback")}
+class Feedback:
+    """The feedback processor: served events and labels in, training examples and outcomes out."""
 
-    def emit(records: list[Record]) -> None:
-        for record in records:
-            key = None if isinstance(record, TrainingExample) else record.event_id  # type: ignore[attr-defined]
-            emitter.emit(outputs[type(record)], key, record.to_bytes())
+    name = "feedback"
 
-    async def flush() -> None:
-        # The state's changelog goes out with the output it explains, before offsets commit.
-        for event_id, partition in join.take_dirty().items():
-            entry = table.data.get(event_id)
-            emitter.emit(changelog, json.dumps(event_id).encode(),
-                         None if entry is None else json.dumps(entry).encode(),
-                         partition=partition)
-        await emitter.flush()
+    def __init__(self, settings: Settings) -> None:
+        p = settings.processing
+        self.window, self.max_pending = p.feedback_window_seconds, p.feedback_max_pending
+        self.joins: dict[int, FeedbackJoin] = {}
 
-    @app.agent(source)
-    @exit_uncommitted_on_failure
-    async def feedback(stream: Any) -> None:
-        async for events in batches(stream, settings):
-            now = time.time()
-            for event in events:
-                msg = event.message
-                value = msg.value or b""
-                try:
-                    if msg.topic == served_topic:
-                        served = Served.model_validate_json(value)
-                        emit(join.served(served.event_id, value.decode(), now, msg.partition))
-                    else:
-                        label = Label.model_validate_json(value)
-                        emit(join.label(label.event_id, label, now, msg.partition))
-                except Exception as exc:  # one record's failure is its dead letter, not the batch's
-                    dl = dead_letter("feedback", event, failure_reason(exc))
-                    emitter.emit(settings.topic("dead-letters"), dl.source_topic, dl.to_bytes())
-            await flush()
+    def _join(self, store: Store) -> FeedbackJoin:
+        """The join over one partition's store (a new one when the partition was restored)."""
+        join = self.joins.get(store.partition)
+        if join is None or join.store is not store:
+            join = self.joins[store.partition] = FeedbackJoin(store, self.window,
+                                                              self.max_pending)
+        return join
 
-    @app.timer(1.0)
-    async def expire() -> None:
-        emit(join.expire(time.time()))
-        await flush()
+    def handle(self, record: Incoming, store: Store | None) -> list[Out]:
+        assert store is not None  # the topology gives feedback a state
+        join, value = self._join(store), record.value or b""
+        if record.topic == "served":
+            served = Served.model_validate_json(value)
+            joined = join.served(served.event_id, value.decode(), record.received_at,
+                                 record.partition)
+        else:
+            label = Label.model_validate_json(value)
+            joined = join.label(label.event_id, label, record.received_at, record.partition)
+        return [_out(r) for r in joined]
 
-    return app
+    def tick(self, now: float, stores: dict[int, Store]) -> Iterator[Out]:
+        """Served events past the window become `unlabelled`, old markers go."""
+        for store in stores.values():
+            yield from (_out(r) for r in self._join(store).expire(now))
 
 
-def main(settings: Settings) -> None:
+def _out(record: Record) -> Out:
+    if isinstance(record, TrainingExample):
+        return Out("training", None, record.to_bytes())
+    return Out("feedback", record.event_id, record.to_bytes())  # type: ignore[attr-defined]
+
+
+def main(settings: Settings, instance: str | None = None) -> None:
     """Run the feedback processor in the foreground."""
-    run_worker(build(settings), settings)
+    run_processor(settings, Feedback(settings), instance)

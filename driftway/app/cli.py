@@ -130,13 +130,13 @@ def worker_scoring(ctx: click.Context, instance: str | None) -> None:
 
 
 @worker.command("feedback")
+@instance_option
 @click.pass_context
-def worker_feedback(ctx: click.Context) -> None:
+def worker_feedback(ctx: click.Context, instance: str | None) -> None:
     """served + labels → training examples, and the feedback outcomes of what found no partner."""
     from driftway.streams import feedback
 
-    sys.argv = [sys.argv[0]]
-    feedback.main(settings_of(ctx))
+    feedback.main(settings_of(ctx), instance)
 
 
 @cli.command()

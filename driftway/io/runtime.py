@@ -28,7 +28,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -143,7 +143,8 @@ class Runtime:
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("%s reading %s as %s", self.processor.name, ", ".join(self.topics),
                  self.transactional_id)
-        last_log = time.monotonic()
+        last_log = last_tick = time.monotonic()
+        tick = getattr(self.processor, "tick", None)
         try:
             while not self.stopping.is_set():
                 messages = self.consumer.consume(p.batch_size, timeout=p.batch_within)
@@ -151,6 +152,9 @@ class Runtime:
                     began = time.monotonic()
                     self._process(messages)
                     self.metrics.busy_seconds += time.monotonic() - began
+                if tick is not None and time.monotonic() - last_tick >= 1.0:
+                    last_tick = time.monotonic()
+                    self._tick(tick)
                 if self._in_transaction and (
                         time.monotonic() - self._transaction_started >= p.commit_interval):
                     self._commit()
@@ -165,11 +169,25 @@ class Runtime:
         finally:
             self.consumer.close()
 
-    def _process(self, messages: list[Message]) -> None:
+    def _begin(self) -> None:
         if not self._in_transaction:
             self.producer.begin_transaction()
             self._in_transaction = True
             self._transaction_started = time.monotonic()
+
+    def _tick(self, tick: Callable[[float, dict[int, Store]], Iterable[Out]]) -> None:
+        """The processor's timer (once a second): what it writes and changes is committed with
+        the next batch, or on its own."""
+        outs = list(tick(time.time(), self.stores))
+        for store in self.stores.values():
+            store.commit_record()
+        if outs or any(store.has_changes for store in self.stores.values()):
+            self._begin()
+            for out in outs:
+                self._emit(self.settings.topic(out.topic), out.key, out.value, out.partition)
+
+    def _process(self, messages: list[Message]) -> None:
+        self._begin()
         begin_batch = getattr(self.processor, "begin_batch", None)
         if begin_batch is not None:
             begin_batch()

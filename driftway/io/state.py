@@ -20,6 +20,7 @@ what served records did. On assignment, a partition's state is read back from it
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import msgspec
@@ -33,8 +34,9 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 
-class Store:
-    """The state of one partition, with the changes since the last commit."""
+class Store(MutableMapping[str, Any]):
+    """The state of one partition, with the changes since the last commit; a dict to its user
+    (every write through it is tracked)."""
 
     def __init__(self, partition: int, data: dict[str, Any] | None = None) -> None:
         self.partition = partition
@@ -43,8 +45,29 @@ class Store:
         self._undo: list[tuple[str, Any]] = []
         self._first_changes: list[str] = []  # keys the current record changed first
 
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self.data:
+            raise KeyError(key)
+        self.delete(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._changed)
 
     def set(self, key: str, value: Any) -> None:
         self._undo.append((key, self.data.get(key, _MISSING)))

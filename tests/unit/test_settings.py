@@ -15,7 +15,7 @@ def test_default_topic_names_are_under_the_driftway_prefix() -> None:
         "driftway.served", "driftway.training", "driftway.model-versions",
         "driftway.model-artifacts", "driftway.deployments", "driftway.drift",
         "driftway.metrics", "driftway.dead-letters", "driftway.feedback",
-        "driftway.features-state",
+        "driftway.features-state", "driftway.feedback-state",
     ]
 
 
