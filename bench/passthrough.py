@@ -11,14 +11,16 @@ re-encodes it and produces it to the output topic. Measured per candidate:
 
 1. throughput: records/s from the worker's first record until a read_committed consumer has seen
    all N on the output topic, and the worker's CPU seconds (all its threads) per record;
-2. latency: on a second, empty input topic, records are sent at a fixed rate (1,000/s, then
-   5,000/s, ~10 s each); the latency of a record is the time a read_committed consumer sees it on
-   the output topic minus its send time (``received_at`` inside the record): p50 and p99.
+2. latency: in a new worker, on a second, empty input topic, records are sent at fixed rates
+   (1,000/s, then 5,000/s, 10 s each); the latency of a record is the time a read_committed
+   consumer sees it on the output topic minus its send time (``received_at`` inside the record).
 
-Candidates: the bare confluent-kafka batch loop (at least once, and with transactions: the
-ceiling with exactly-once), faust-streaming tuned (aiokafka and confluent drivers, batches via
-``take_events``, exactly_once) and Quix Streams (at least once and exactly-once). Quix Streams
-pins confluent-kafka < 2.13, so it usually lives in its own venv (``--quix-python``).
+Candidates (CANDIDATES below): the bare confluent-kafka batch loop, at least once and with
+transactions (the ceiling with exactly-once); faust-streaming as Driftway configures it today and
+tuned (aiokafka and confluent drivers, ``take_events`` batches, exactly_once); Quix Streams (at
+least once, exactly-once, with keyed state). Quix Streams pins confluent-kafka < 2.13, so it
+lives in its own venv (``--quix-python``); a control row then runs the bare loop there too.
+Before them, unreported warm-up runs load the broker until its JVM has settled.
 
 Prints a table and writes bench/results/passthrough-<timestamp>.json. See bench/README.md.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -43,6 +46,7 @@ from importlib import metadata, util
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from record import save_record, start_record  # bench/record.py, beside this file
 
@@ -56,6 +60,8 @@ THROUGHPUT_SEED = 42
 WARMUP_SEED = 41
 FIRST_LATENCY_SEED = 44  # the i-th offered rate of the latency phase has seed 44 + i
 WARMUP_RATE = 500
+#: How long the broker may hold the observer's empty fetches (librdkafka's default is 500 ms).
+OBSERVER_FETCH_WAIT_MS = 50
 WARMUP_RECORDS = 2_000
 
 
@@ -149,18 +155,20 @@ def stop_on_signals() -> threading.Event:
 
 
 def worker_confluent(spec: WorkerSpec, status: Status) -> None:
-    """The bare confluent-kafka batch loop, as Driftway's hand-written processors run it.
+    """The bare confluent-kafka batch loop, the shape of Driftway's hand-written processors.
 
     Block in ``poll`` for the first record, then drain what librdkafka has already fetched with
-    ``consume(batch, timeout=0)``: full batches under load, no batching delay when idle. At least
-    once: flush the producer, then commit the offsets, after every batch. Exactly-once: a
-    transaction is opened by the first record after the last commit and committed, with the
-    consumer's positions, once it is ``commit_ms`` old (or holds ``txn_records``).
+    ``consume(batch, timeout=0)``: full batches under load, no batching delay when idle. The first
+    record after a commit opens a checkpoint; once it is ``commit_ms`` old (0: after every batch)
+    or holds ``commit_records``, it is committed. At least once: flush the producer (every record
+    acknowledged), then commit the consumer's offsets. Exactly-once: the checkpoint is a
+    transaction, committed with the consumer's positions (``send_offsets_to_transaction``).
     """
     o = spec.options
     batch = int(o.get("batch", 2_000))
     commit_s = float(o.get("commit_ms", 100)) / 1000
-    txn_records = int(o.get("txn_records", 50_000))
+    commit_records = int(o.get("commit_records", 50_000))
+    eos = spec.exactly_once
     consumer = Consumer({
         "bootstrap.servers": spec.bootstrap, "group.id": spec.group,
         "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -168,7 +176,7 @@ def worker_confluent(spec: WorkerSpec, status: Status) -> None:
     producer_config: dict[str, Any] = {
         "bootstrap.servers": spec.bootstrap, "enable.idempotence": True, "acks": "all",
         "linger.ms": 5, "partitioner": "murmur2_random", **o.get("producer", {})}
-    if spec.exactly_once:
+    if eos:
         producer_config["transactional.id"] = f"{spec.group}-txn"
     producer = Producer(producer_config)
     errors: list[str] = []
@@ -177,47 +185,58 @@ def worker_confluent(spec: WorkerSpec, status: Status) -> None:
         if err is not None:
             errors.append(str(err))
 
-    delivery = None if spec.exactly_once else on_delivery  # commit_transaction raises instead
+    delivery = None if eos else on_delivery  # commit_transaction raises on a failed delivery
     stop = stop_on_signals()
-    if spec.exactly_once:
+    if eos:
         producer.init_transactions(30)
     consumer.subscribe([spec.input_topic])
     out = spec.output_topic
-    in_txn, txn_began, in_txn_records = False, 0.0, 0
+    open_since: float | None = None  # when the open checkpoint began
+    pending = 0  # records in it
+    commit_ms: list[float] = []  # how long each commit took
 
-    def commit_txn() -> None:
-        nonlocal in_txn
-        producer.send_offsets_to_transaction(consumer.position(consumer.assignment()),
-                                             consumer.consumer_group_metadata())
-        producer.commit_transaction()
-        in_txn = False
+    def commit() -> None:
+        nonlocal open_since
+        began = time.perf_counter()
+        if eos:
+            producer.send_offsets_to_transaction(consumer.position(consumer.assignment()),
+                                                 consumer.consumer_group_metadata())
+            producer.commit_transaction()
+        else:
+            producer.flush()
+            if errors:
+                raise RuntimeError(f"{len(errors)} records not delivered: {errors[:3]}")
+            consumer.commit(asynchronous=True)
+        commit_ms.append((time.perf_counter() - began) * 1000)
+        open_since = None
 
     status.send("ready")
     while not stop.is_set():
-        wait = max(0.0, txn_began + commit_s - time.monotonic()) if in_txn else 0.1
+        wait = 0.1 if open_since is None else max(0.0, open_since + commit_s - time.monotonic())
         first = consumer.poll(wait)
         messages = [] if first is None else [first, *consumer.consume(batch - 1, timeout=0)]
         records = [m for m in messages if m.error() is None]
         if records:
             status.first()
-            if spec.exactly_once and not in_txn:
-                producer.begin_transaction()
-                in_txn, txn_began, in_txn_records = True, time.monotonic(), 0
+            if open_since is None:
+                if eos:
+                    producer.begin_transaction()
+                open_since, pending = time.monotonic(), 0
             for m in records:
                 produce_one(producer, out, m.key(), transform(m.value()), delivery)
             producer.poll(0)
-            in_txn_records += len(records)
-            if not spec.exactly_once:
-                producer.flush()
-                if errors:
-                    raise RuntimeError(f"{len(errors)} records not delivered: {errors[:3]}")
-                consumer.commit(asynchronous=True)
-        if in_txn and (time.monotonic() - txn_began >= commit_s or in_txn_records >= txn_records):
-            commit_txn()
-    if in_txn:
-        commit_txn()
+            pending += len(records)
+        if open_since is not None and (time.monotonic() - open_since >= commit_s
+                                       or pending >= commit_records):
+            commit()
+    if open_since is not None:
+        commit()
     producer.flush(10)
     consumer.close()
+    commit_ms.sort()
+    status.send("commits", count=len(commit_ms),
+                p50_ms=commit_ms[len(commit_ms) // 2] if commit_ms else None,
+                p99_ms=commit_ms[int(len(commit_ms) * 0.99)] if commit_ms else None)
 
 
 def worker_faust(spec: WorkerSpec, status: Status) -> None:
@@ -229,6 +248,11 @@ def worker_faust(spec: WorkerSpec, status: Status) -> None:
     """
     import asyncio
 
+    o = spec.options
+    if o.get("uvloop"):
+        import mode.loop
+
+        mode.loop.use("uvloop")  # before faust creates its event loop
     import faust
     from faust.sensors import Monitor
 
@@ -253,7 +277,6 @@ def worker_faust(spec: WorkerSpec, status: Status) -> None:
         def on_send_completed(self, *args: Any, **kwargs: Any) -> None:
             pass
 
-    o = spec.options
     batch = int(o.get("batch", 2_000))
     within = float(o.get("within", 0.005))
     driver = o.get("driver", "kafka")
@@ -310,7 +333,7 @@ def worker_faust(spec: WorkerSpec, status: Status) -> None:
     async def ready() -> None:
         status.send("ready")
 
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    worker = faust.Worker(app, loglevel=o.get("loglevel", "WARNING"), quiet=True)
     worker.execute_from_commandline()
 
 
@@ -337,6 +360,7 @@ def worker_quix(spec: WorkerSpec, status: Status) -> None:
         state_dir=str(Path(spec.workdir) / "quix-state"),
         use_changelog_topics=bool(o.get("changelog", True)),
         loglevel="WARNING",
+        **o.get("app", {}),
     )
     source = app.topic(spec.input_topic, key_deserializer="bytes", value_deserializer="bytes")
     sink = app.topic(spec.output_topic, key_serializer="bytes", value_serializer="bytes")
@@ -369,18 +393,20 @@ WORKERS: dict[str, Callable[[WorkerSpec, Status], None]] = {
 def run_worker(raw_spec: str) -> int:
     spec = WorkerSpec(**json.loads(raw_spec))
     status = Status(spec.status_fd)
-    import confluent_kafka
-
     versions = {"python": platform.python_version(), "codec": CODEC,
-                "confluent_kafka": confluent_kafka.version()[0],
+                "confluent_kafka": confluent_kafka.__version__,
                 "librdkafka": confluent_kafka.libversion()[0]}
-    for dist in {"faust": ["faust-streaming", "aiokafka"], "quix": ["quixstreams"]}.get(
+    for dist in {"faust": ["faust-streaming", "aiokafka", "uvloop"], "quix": ["quixstreams"]}.get(
             spec.runtime, []):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
     status.send("hello", pid=os.getpid(), versions=versions)
     try:
         WORKERS[spec.runtime](spec, status)
+    except SystemExit as exc:  # faust's worker ends with SystemExit(0)
+        if exc.code:
+            status.send("error", error=f"SystemExit: {exc.code}")
+        raise
     except BaseException as exc:
         status.send("error", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -402,37 +428,53 @@ class Candidate:
     quix_venv: bool = False  # run with --quix-python instead of this interpreter
 
 
-FAUST_TUNED = {
-    "batch": 2_000, "within": 0.005, "null_monitor": True,
-    "settings": {"stream_buffer_maxsize": 32_768, "broker_max_poll_records": 10_000,
-                 "consumer_max_fetch_size": 4 * 1024 * 1024, "broker_commit_every": 10_000,
-                 "broker_commit_interval": 1.0},
+#: faust as far as its knobs go: uvloop, larger fetches and stream buffers, batches of up to 10k
+#: taken within 5 ms, no per-message monitor bookkeeping. (broker_max_poll_records, batch sizes
+#: from 500 to 10k and fetch sizes from 1 to 4 MiB changed nothing beyond the noise.)
+FAUST_TUNED: dict[str, Any] = {
+    "batch": 10_000, "within": 0.005, "null_monitor": True, "uvloop": True,
+    "settings": {"stream_buffer_maxsize": 32_768, "consumer_max_fetch_size": 4 * 1024 * 1024,
+                 "broker_commit_every": 10_000, "broker_commit_interval": 1.0},
 }
 
 CANDIDATES = [
-    Candidate("ck", "confluent-kafka loop", "confluent", False, {"batch": 2_000}),
+    Candidate("ck", "confluent-kafka loop, commit every 100 ms", "confluent", False,
+              {"batch": 2_000, "commit_ms": 100}),
     Candidate("ck-eos-100ms", "confluent-kafka loop, txn every 100 ms", "confluent", True,
               {"batch": 2_000, "commit_ms": 100}),
     Candidate("ck-eos-10ms", "confluent-kafka loop, txn every 10 ms", "confluent", True,
               {"batch": 2_000, "commit_ms": 10}),
-    Candidate("faust-driftway", "faust, aiokafka, Driftway's make_app settings", "faust", False,
+    # As driftway.io.agents.make_app configures the processors today, batches of
+    # processing.batch_size (500) within batch_within (20 ms).
+    Candidate("faust-driftway", "faust (aiokafka), Driftway's settings today", "faust", False,
               {"batch": 500, "within": 0.02, "null_monitor": False,
                "settings": {"stream_buffer_maxsize": 4096, "broker_commit_every": 10_000,
                             "broker_commit_interval": 1.0}}),
-    Candidate("faust", "faust tuned, aiokafka", "faust", False, FAUST_TUNED),
-    Candidate("faust-eos", "faust tuned, aiokafka, exactly_once", "faust", True,
+    Candidate("faust", "faust (aiokafka) tuned", "faust", False, FAUST_TUNED),
+    Candidate("faust-eos", "faust (aiokafka) tuned, exactly_once", "faust", True,
               {**FAUST_TUNED, "settings": {**FAUST_TUNED["settings"],
                                            "broker_commit_interval": 0.1}}),
     Candidate("faust-confluent", "faust tuned, confluent driver", "faust", False,
               {**FAUST_TUNED, "driver": "confluent"}),
-    Candidate("quix", "Quix Streams, at-least-once", "quix", False,
-              {"commit_interval": 0.1}, quix_venv=True),
+    Candidate("quix", "Quix Streams, commit every 100 ms", "quix", False,
+              {"commit_interval": 0.1, "poll_timeout": 0.1}, quix_venv=True),
     Candidate("quix-eos-100ms", "Quix Streams, exactly-once, commit 100 ms", "quix", True,
-              {"commit_interval": 0.1}, quix_venv=True),
+              {"commit_interval": 0.1, "poll_timeout": 0.1}, quix_venv=True),
     Candidate("quix-eos-10ms", "Quix Streams, exactly-once, commit 10 ms", "quix", True,
-              {"commit_interval": 0.01}, quix_venv=True),
-    Candidate("ck-eos-10ms-quixvenv", "confluent-kafka loop, txn every 10 ms (Quix's venv)",
+              {"commit_interval": 0.01, "poll_timeout": 0.01}, quix_venv=True),
+    Candidate("quix-eos-10ms-state", "Quix Streams, exactly-once, commit 10 ms, keyed state",
+              "quix", True, {"commit_interval": 0.01, "poll_timeout": 0.01, "stateful": True},
+              quix_venv=True),
+    # Control: the bare loop on Quix's confluent-kafka (< 2.13), to separate client from runtime.
+    Candidate("ck-eos-10ms-quixvenv", "confluent-kafka loop, txn every 10 ms, Quix's venv",
               "confluent", True, {"batch": 2_000, "commit_ms": 10}, quix_venv=True),
+]
+
+#: Not reported: the broker's JVM needs tens of seconds of load before its figures settle (a
+#: transaction commit takes ~15 ms on a cold broker, ~2 ms on a warm one).
+WARMUP_CANDIDATES = [
+    Candidate("warmup-ck", "warm-up", "confluent", False, {"commit_ms": 100}),
+    Candidate("warmup-eos", "warm-up", "confluent", True, {"commit_ms": 10}),
 ]
 
 
@@ -473,13 +515,7 @@ class WorkerProcess:
 
     def cpu(self) -> float:
         """CPU seconds of the worker so far, all threads (user + system)."""
-        import psutil
-
-        try:
-            t = psutil.Process(self.proc.pid).cpu_times()
-        except psutil.Error:
-            return float("nan")
-        return float(t.user + t.system)
+        return _cpu(self.proc.pid)
 
     def wait_first(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -529,7 +565,7 @@ class Observer(threading.Thread):
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": f"observer-{topic}",
             "enable.auto.commit": False, "isolation.level": "read_committed",
-            "fetch.wait.max.ms": 10})
+            "fetch.wait.max.ms": OBSERVER_FETCH_WAIT_MS})
         self.consumer.assign([TopicPartition(topic, p, -2) for p in range(PARTITIONS)])
         self.topic = topic
         self.decode = decode
@@ -650,6 +686,7 @@ class Machine:
 
 
 def _cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a process so far; NaN once it is gone."""
     import psutil
 
     try:
@@ -795,6 +832,7 @@ def run_throughput(bench: Bench, c: Candidate) -> dict[str, Any]:
             r["log_tail"] = worker.tail()
     finally:
         r["worker_exit"] = worker.stop()
+        r["commits"] = worker.events.get("commits")
         r["versions"] = worker.events.get("hello", {}).get("versions")
         if "error" in worker.events:
             r["worker_error"] = worker.events["error"]["error"]
@@ -861,6 +899,7 @@ def run_latency(bench: Bench, c: Candidate) -> dict[str, Any]:
                 break
     finally:
         r["worker_exit"] = worker.stop()
+        r["commits"] = worker.events.get("commits")
         if "error" in worker.events:
             r["worker_error"] = worker.events["error"]["error"]
         observer.stop()
@@ -898,18 +937,36 @@ def run_candidate(bench: Bench, c: Candidate) -> dict[str, Any]:
     return r
 
 
+def warm_up(bench: Bench) -> dict[str, Any]:
+    """Load the broker (at least once, then transactions, then paced) before measuring."""
+    out: dict[str, Any] = {}
+    started = time.monotonic()
+    for round_ in range(1 if bench.events < 100_000 else 2):
+        for c in WARMUP_CANDIDATES:
+            c = dataclasses.replace(c, name=f"{c.name}-{round_}")  # new topics and groups
+            out[c.name] = run_throughput(bench, c)
+    short = dataclasses.replace(bench, rates=bench.rates[:1])
+    out["latency"] = run_latency(short, WARMUP_CANDIDATES[-1])
+    out["seconds"] = time.monotonic() - started
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Report.
 
 
 def cells(r: dict[str, Any], rates: list[int]) -> list[str]:
     """One table row of a candidate's results."""
-    row = [r["label"], "yes" if r["exactly_once"] else "no"]
-    if "skipped" in r:
-        return [*row, "skipped", "", *["" for _ in rates]]
     t = r.get("throughput", {})
+    # Exactly-once is what the output topic shows: transaction markers, not the setting.
+    eos = "yes" if r["exactly_once"] else "no"
+    if r["exactly_once"] and t.get("txn_markers") == 0:
+        eos = "asked, but 0 txn markers"
+    row = [r["label"], eos]
+    if "skipped" in r:
+        return [*row, "skipped", "", *["" for _ in rates], ""]
     if "records_per_s" not in t:
-        return [*row, f"failed: {t.get('error', '?')}", "", *["" for _ in rates]]
+        return [*row, f"failed: {t.get('error', '?')}", "", *["" for _ in rates], ""]
     capped = "" if t["complete"] else " (capped)"
     row += [f"{t['records_per_s']:,.0f}{capped}", f"{t['cpu_us_per_record']:.1f}"]
     lat = r.get("latency", {}).get("rates", {})
@@ -922,6 +979,12 @@ def cells(r: dict[str, Any], rates: list[int]) -> list[str]:
         if t["records_per_s"] < rate:
             note += " saturated"
         row.append(f"{v['p50_ms']:.0f} / {v['p99_ms']:.0f}{note}")
+    # Cores busy outside the worker, the broker and this process (the machine is shared):
+    # during the throughput phase, then the highest of the latency phases.
+    others = [t.get("cores", {}).get("others", float("nan")),
+              max((v.get("cores", {}).get("others", float("nan")) for v in lat.values()),
+                  default=float("nan"))]
+    row.append(" / ".join(f"{max(0.0, x):.1f}" for x in others))
     return row
 
 
@@ -931,7 +994,7 @@ def print_report(r: dict[str, Any]) -> str:
 
     rates: list[int] = r["params"]["rates"]
     headers = ["candidate", "exactly-once", "records/s", "CPU µs/record",
-               *[f"p50 / p99 ms at {x:,}/s" for x in rates]]
+               *[f"p50 / p99 ms at {x:,}/s" for x in rates], "other load, cores"]
     table = Table(title=f"pass-through, {r['params']['events']:,} records "
                         f"(~{r['fill']['mean_bytes']:.0f} B JSON), codec {CODEC}")
     for h in headers:
@@ -949,24 +1012,25 @@ def print_report(r: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=None,
-                   help="records in the throughput phase (default 200,000; 20,000 with --quick)")
+                   help="records in the throughput phase (200,000; 20,000 with --quick)")
     p.add_argument("--quick", action="store_true",
                    help="a short check: 20,000 records, 3 s per latency rate")
     p.add_argument("--seconds", type=float, default=None,
-                   help="seconds of sending per latency rate (default 10; 3 with --quick)")
+                   help="seconds of sending per latency rate (10; 3 with --quick)")
     p.add_argument("--rates", type=int, nargs="+", default=[1_000, 5_000],
-                   help="offered rates of the latency phase, records/s")
+                   help="offered rates of the latency phase, records/s (1000 5000)")
     p.add_argument("--only", nargs="+", metavar="NAME", choices=[c.name for c in CANDIDATES],
                    help="run only these candidates: " + ", ".join(c.name for c in CANDIDATES))
-    p.add_argument("--quix-python", default=None,
-                   help="interpreter of a venv with quixstreams (default: this one, if it has it)")
+    p.add_argument("--quix-python", metavar="PATH", default=None,
+                   help="interpreter of a venv with quixstreams (this one, if it has it)")
     p.add_argument("--phase-timeout", type=float, default=45.0,
-                   help="longest throughput phase; a slower candidate is timed on what it did")
+                   help="longest throughput phase, s; a slower candidate is timed on what it "
+                        "did by then (45)")
     p.add_argument("--keep-state", action="store_true", help="keep the temporary state directory")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON goes")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR,
+                   help="where the JSON goes (bench/results)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is None:
@@ -979,13 +1043,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def versions() -> dict[str, str]:
-    import confluent_kafka
-
     out = {"python": platform.python_version(), "codec": CODEC,
-           "confluent_kafka": confluent_kafka.version()[0],
+           "confluent_kafka": confluent_kafka.__version__,
            "librdkafka": confluent_kafka.libversion()[0]}
-    for dist in ("faust-streaming", "aiokafka", "mode-streaming", "quixstreams", "orjson",
-                 "msgspec"):
+    for dist in ("faust-streaming", "aiokafka", "mode-streaming", "uvloop", "quixstreams",
+                 "orjson", "msgspec"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[dist] = metadata.version(dist)
     return out
@@ -1007,7 +1069,7 @@ def main(argv: list[str] | None = None) -> int:
     quix_python = args.quix_python or (
         sys.executable if util.find_spec("quixstreams") is not None else None)
     candidates = [c for c in CANDIDATES if not args.only or c.name in args.only]
-    if quix_python is None or Path(quix_python).resolve() == Path(sys.executable).resolve():
+    if quix_python is None or os.path.abspath(quix_python) == os.path.abspath(sys.executable):
         # The control row runs the bare loop in Quix's venv: pointless in this one.
         candidates = [c for c in candidates if c.name != "ck-eos-10ms-quixvenv"]
     r: dict[str, Any] = {
@@ -1052,6 +1114,8 @@ def main(argv: list[str] | None = None) -> int:
                           quix_python=quix_python,
                           machine=Machine(broker.process.pid if broker.process else None),
                           warmup=warmup, latency_sets=latency_sets)
+            console.print("warming the broker up (not reported)…")
+            r["warmup"] = warm_up(bench)
             for c in candidates:
                 r["candidates"][c.name] = run_candidate(bench, c)
         failed = False
@@ -1069,7 +1133,7 @@ def main(argv: list[str] | None = None) -> int:
     path = save_record(r, args.out, "passthrough", "machine", started, indent=2)
     if r["candidates"]:
         r["markdown"] = print_report(r)
-        console.print(r["markdown"], markup=False, highlight=False)
+        print(r["markdown"])
         path.write_text(json.dumps(r, indent=2) + "\n")
     console.print(f"results: {path}")
     return 1 if failed else 0

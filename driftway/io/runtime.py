@@ -126,7 +126,11 @@ class Runtime:
         self.producer = Producer(producer_config(
             settings, **{"transactional.id": self.transactional_id,
                          "transaction.timeout.ms": p.transaction_timeout_ms,
-                         "linger.ms": 2}))
+                         "linger.ms": 2,
+                         # A transaction begun right after a commit is refused while the broker
+                         # completes the last one; librdkafka's default 100 ms back-off before
+                         # the retry was most of a commit's latency (bench/passthrough.py).
+                         "retry.backoff.ms": 5}))
 
     # -- the loop -------------------------------------------------------------------------
 
