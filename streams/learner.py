@@ -85,6 +85,7 @@ class LearnerService:
         if current is None:
             meta, artifact, deployment = self.learner.bootstrap()
             publish_version(self.emit, self.settings, meta, artifact)
+            self.flush()  # the version is on Kafka before any deployment names it
             write_deployment(self.emit, self.settings, deployment)
             self.flush()
             self.registry.versions[meta.version] = meta
@@ -167,6 +168,11 @@ class LearnerService:
             publish_version(self.emit, self.settings, published.meta, published.artifact)
             self.registry.versions[published.meta.version] = published.meta
             log.info("published %s (%s)", published.meta.version[:12], published.meta.reason)
+        if result.published and result.deployments:
+            # Versions and deployments go to different topics, delivered independently: a crash
+            # between them could leave a deployment naming a version that never arrived, and a
+            # learner that cannot recover. The versions are acknowledged first.
+            self.flush()
         for deployment in result.deployments:
             write_deployment(self.emit, self.settings, deployment)
             log.info("deployment: %s %s (%s)", deployment.action, deployment.version[:12],
