@@ -19,6 +19,7 @@ what served records did. On assignment, a partition's state is read back from it
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -122,13 +123,15 @@ def restore(settings: Settings, topic: str, partition: int, timeout: float = 60.
         "isolation.level": "read_committed",
     })
     data: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                   timeout=timeout)
-        if high <= low:
-            return Store(partition)
+        # Read to the end (librdkafka says so with an end-of-partition event, also for an empty
+        # one, once it has found the partition's leader: a topic just created may have none).
         consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
         while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"restoring {topic}[{partition}]: not at its end after "
+                                   f"{timeout:.0f}s ({len(data)} keys read)")
             for msg in consumer.consume(10_000, timeout=1.0):
                 error = msg.error()
                 if error is not None:
