@@ -248,9 +248,9 @@ class Runtime:
         offsets = [tp for tp in self.consumer.position(
             [TopicPartition(t, p) for t, p in self._positions]) if tp.offset >= 0]
         if offsets:
-            self.producer.send_offsets_to_transaction(
-                offsets, self.consumer.consumer_group_metadata(), 30)
-        self.producer.commit_transaction(60)  # raises if a record was not delivered
+            metadata = self.consumer.consumer_group_metadata()
+            _retrying(lambda: self.producer.send_offsets_to_transaction(offsets, metadata, 30))
+        _retrying(lambda: self.producer.commit_transaction(60))  # raises if one was undelivered
         if self._errors:
             errors, self._errors = self._errors, []
             raise RuntimeError(f"{len(errors)} records not delivered: {errors[:3]}")
@@ -273,11 +273,12 @@ class Runtime:
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.state_topic is None:
             return
-        for number in sorted({tp.partition for tp in partitions}):
-            if number not in self.stores:
-                self.stores[number] = restore(self.settings, self.state_topic, number)
-                log.info("%s restored partition %d: %d keys", self.processor.name, number,
-                         len(self.stores[number].data))
+        numbers = sorted({tp.partition for tp in partitions} - set(self.stores))
+        if numbers:
+            restored = restore(self.settings, self.state_topic, numbers)
+            self.stores.update(restored)
+            log.info("%s restored partitions %s: %s keys", self.processor.name, numbers,
+                     [len(store.data) for store in restored.values()])
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._in_transaction:
@@ -292,6 +293,21 @@ class Runtime:
     def _drop(self, partitions: list[TopicPartition]) -> None:
         for number in {tp.partition for tp in partitions}:
             self.stores.pop(number, None)
+
+
+def _retrying(call: Callable[[], None], attempts: int = 5) -> None:
+    """A transactional call, again while the broker says its error is retriable (a coordinator
+    loading or moving); an error that needs an abort, or a fatal one, is raised."""
+    for attempt in range(attempts):
+        try:
+            call()
+            return
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not error.retriable() or attempt == attempts - 1:
+                raise
+            log.warning("transaction call failed (%s); retrying", error)
+            time.sleep(0.1 * 2**attempt)
 
 
 def run_processor(settings: Settings, processor: Processor, instance: str | None = None) -> None:

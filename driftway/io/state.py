@@ -113,8 +113,13 @@ class Store(MutableMapping[str, Any]):
         return changes
 
 
-def restore(settings: Settings, topic: str, partition: int, timeout: float = 60.0) -> Store:
-    """A partition's state read back from its changelog, up to its last committed record."""
+def restore(settings: Settings, topic: str, partitions: list[int],
+            timeout: float = 60.0) -> dict[int, Store]:
+    """Partitions' states read back from their changelog, up to its last committed record.
+
+    One consumer reads them all to librdkafka's end-of-partition event (sent for an empty one
+    too, once the partition's leader is known: a topic just created may not have one yet).
+    """
     consumer = Consumer({
         **client_config(settings),
         "group.id": f"{settings.app_id}-restore-{uuid.uuid4().hex[:8]}",
@@ -122,26 +127,28 @@ def restore(settings: Settings, topic: str, partition: int, timeout: float = 60.
         "enable.partition.eof": True,
         "isolation.level": "read_committed",
     })
-    data: dict[str, Any] = {}
+    data: dict[int, dict[str, Any]] = {p: {} for p in partitions}
+    at_end: set[int] = set()
     deadline = time.monotonic() + timeout
     try:
-        # Read to the end (librdkafka says so with an end-of-partition event, also for an empty
-        # one, once it has found the partition's leader: a topic just created may have none).
-        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-        while True:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        while len(at_end) < len(partitions):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"restoring {topic}[{partition}]: not at its end after "
-                                   f"{timeout:.0f}s ({len(data)} keys read)")
-            for msg in consumer.consume(10_000, timeout=1.0):
+                missing = sorted(set(partitions) - at_end)
+                raise TimeoutError(f"restoring {topic}: partitions {missing} not at their end "
+                                   f"after {timeout:.0f}s")
+            for msg in consumer.consume(10_000, timeout=0.05):
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        return Store(partition, data)
-                    raise RuntimeError(f"restoring {topic}[{partition}]: {error}")
+                        at_end.add(msg.partition())
+                        continue
+                    raise RuntimeError(f"restoring {topic}[{msg.partition()}]: {error}")
                 key = msg.key().decode()
                 if msg.value() is None:
-                    data.pop(key, None)
+                    data[msg.partition()].pop(key, None)
                 else:
-                    data[key] = _decode(msg.value())
+                    data[msg.partition()][key] = _decode(msg.value())
+        return {p: Store(p, d) for p, d in data.items()}
     finally:
         consumer.close()

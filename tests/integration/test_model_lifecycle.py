@@ -121,14 +121,17 @@ def test_hot_swap_refused_artifacts_and_the_feedback_loop(stack_settings: Settin
         predictions = [(p, o, Prediction.model_validate_json(v)) for p, o, v in records]
         ids = [pr.event_id for _, _, pr in predictions]
         assert len(ids) == n and set(ids) == {f"ev-{i}" for i in range(n)}
-        # Each partition switches from v0 to v2 once, at one offset, and never back.
+        # Each partition switches from v0 to v2 at most once, at one offset, and never back (a
+        # partition whose first records were scored after the swap is all v2); the stream as a
+        # whole switches.
         by_partition: dict[int, list[str]] = defaultdict(list)
         for partition, _offset, pr in sorted(predictions, key=lambda r: (r[0], r[1])):
             by_partition[partition].append(pr.version)
         for versions in by_partition.values():
             switches = [i for i in range(1, len(versions)) if versions[i] != versions[i - 1]]
-            assert len(switches) == 1, versions
-            assert versions[0] == v0 and versions[-1] == v2_meta.version
+            assert len(switches) <= 1 and versions[-1] == v2_meta.version, versions
+            assert set(versions) <= {v0, v2_meta.version}
+        assert any(versions[0] == v0 for versions in by_partition.values())
         first_v2 = min(pr.predicted_at for _, _, pr in predictions
                        if pr.version == v2_meta.version)
         assert first_v2 > swapped_at[0] - 1.0
