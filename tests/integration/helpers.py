@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from driftway.settings import Settings
 
@@ -30,10 +30,17 @@ def wait_for(probe: Callable[[], T], done: Callable[[T], bool], timeout: float,
 
 def read_topic(settings: Settings, key: str, at_least: int = 0,
                timeout: float = 120.0) -> list[tuple[int, int, bytes]]:
-    """Every record of a topic as a read_committed subscriber sees it: (partition, offset,
-    value), from the beginning until at least `at_least` came and every partition's end is
-    reached, then a second more for any that come later. Counted as they are on the topic:
-    no deduplication can hide a record written twice."""
+    """(partition, offset, value) of every record of a topic: see read_messages."""
+    return [(m.partition(), m.offset(), m.value())
+            for m in read_messages(settings, key, at_least, timeout)]
+
+
+def read_messages(settings: Settings, key: str, at_least: int = 0,
+                  timeout: float = 120.0) -> list[Message]:
+    """Every record of a topic as a read_committed subscriber sees it, from the beginning
+    until at least `at_least` came and every partition's end is reached, then a second more
+    for any that come later. Counted as they are on the topic: no deduplication can hide a
+    record written twice."""
     topic = settings.topic(key)
     consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
                          "group.id": f"reader-{uuid.uuid4().hex[:8]}",
@@ -41,7 +48,7 @@ def read_topic(settings: Settings, key: str, at_least: int = 0,
     try:
         parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        out: list[tuple[int, int, bytes]] = []
+        out: list[Message] = []
         deadline = time.monotonic() + timeout
 
         def at_end() -> bool:
@@ -57,10 +64,9 @@ def read_topic(settings: Settings, key: str, at_least: int = 0,
             if time.monotonic() > deadline:
                 raise AssertionError(f"read {len(out)} records of {topic} in {timeout:.0f}s; "
                                      f"wanted at least {at_least} and the end")
-            out += [(m.partition(), m.offset(), m.value())
-                    for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
-        out += [(m.partition(), m.offset(), m.value())  # and whatever comes after
-                for m in consumer.consume(1000, timeout=1.0) if m.error() is None]
+            out += [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
+        out += [m for m in consumer.consume(1000, timeout=1.0)  # and whatever comes after
+                if m.error() is None]
         return out
     finally:
         consumer.close()

@@ -179,8 +179,10 @@ def test_producer_sdk_refuses_bad_payloads_and_surfaces_delivery_errors(
     missing = settings.model_copy(update={"topic_prefix": "missing-" + settings.topic_prefix})
     doomed = EventProducer(missing, **{"message.timeout.ms": 3000})
     doomed.send_event({"event_id": "e", "entity_id": "u", "ts": 1, "data": {}})
-    with pytest.raises(DeliveryError, match="missing-"):
+    with pytest.raises(DeliveryError, match="missing-") as caught:
         doomed.flush(15)
+    assert len(caught.value.errors) == 1
+    doomed.flush(15)  # reported once
 
 
 def _watermarks(settings: Settings, topic: str) -> tuple[int, int]:

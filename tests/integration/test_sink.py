@@ -1,4 +1,6 @@
-"""The ClickHouse sink on message stubs and the embedded engine: rows, dead letters, commits."""
+"""The ClickHouse sink's batches on the embedded engine, committing to the real broker: rows,
+dead letters, and the offsets committed with them. The batches are records as the sink reads
+them (topic, partition, offset, key, value), made here so that each lands where the test says."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
-from driftway.consumers import sink as sink_module
 from driftway.consumers.sink import ClickHouseSink
 from driftway.io.clickhouse import connect, ensure_schema, run_query
+from driftway.io.kafka import ensure_topics
 from driftway.logic.registry import next_deployment
 from driftway.schemas.events import Label, Metric, Prediction, PublishRequest, TrainingExample
 from driftway.settings import Settings
@@ -47,27 +50,34 @@ class Message:
         return None
 
 
-class RecordingConsumer:
-    """The sink's Kafka consumer: keeps each commit as {(topic, partition): offset}."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-        self.commits: list[dict[tuple[str, int], int]] = []
-
-    def commit(self, offsets: list[Any], asynchronous: bool) -> None:
-        assert not asynchronous
-        self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def sink(embedded_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[ClickHouseSink]:
-    monkeypatch.setattr(sink_module, "Consumer", RecordingConsumer)
-    settings = embedded_settings.model_copy(
-        update={"clickhouse_database": f"sink_{uuid.uuid4().hex[:8]}"})
+def sink(stack_settings: Settings, embedded_settings: Settings) -> Iterator[ClickHouseSink]:
+    """A sink on this test's topics of the session broker and on the engine this process owns."""
+    settings = stack_settings.model_copy(update={
+        "state_dir": embedded_settings.state_dir,
+        "clickhouse_database": f"sink_{uuid.uuid4().hex[:8]}"})
+    ensure_topics(settings)
     client = connect(settings)
     ensure_schema(client, settings.clickhouse_database)
-    yield ClickHouseSink(settings, client)
+    sink = ClickHouseSink(settings, client)
+    yield sink
+    sink._consumer.close()
     client.close()
+
+
+def committed(settings: Settings,
+              offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    """What the sink's group has committed on Kafka for these partitions."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
+                         "group.id": f"{settings.app_id}-sink", "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(t, p) for t, p in offsets], timeout=30)
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+    finally:
+        consumer.close()
 
 
 def prediction(event_id: str) -> bytes:
@@ -122,7 +132,6 @@ def test_decode_gives_rows_per_table_and_one_dead_letter_per_poison(sink: ClickH
 
 def test_write_stores_the_rows_and_commits_after_each_batch(sink: ClickHouseSink) -> None:
     messages = batch(sink)
-    assert sink._consumer.config["enable.auto.commit"] is False
     sink.write(messages)
     db, t = sink.settings.clickhouse_database, sink.settings.topic
     events = run_query(sink.client, "SELECT event_id FROM predictions ORDER BY event_id", db)
@@ -138,16 +147,14 @@ def test_write_stores_the_rows_and_commits_after_each_batch(sink: ClickHouseSink
     assert [r[5].encode() for r in letters] == [DEEP, FAR, b'{"event_id": "p1", ']  # as sent
     assert sink.rows_written == 8 + 3  # rows and dead letters
     # The skipped publish request and every poison record are committed with their batch.
-    [commit] = sink._consumer.commits
-    assert commit == {(t("predictions"), 0): 3, (t("labels"), 0): 3, (t("labels"), 1): 8,
-                      (t("training"), 0): 3, (t("metrics"), 0): 1, (t("deployments"), 0): 1}
+    expected = {(t("predictions"), 0): 3, (t("labels"), 0): 3, (t("labels"), 1): 8,
+                (t("training"), 0): 3, (t("metrics"), 0): 1, (t("deployments"), 0): 1}
+    assert committed(sink.settings, expected) == expected
     # On reassignment the sink resumes after what ClickHouse holds, dead letters included.
     assert sink.stored_offsets()[(t("labels"), 1)] == 7
 
 
-def test_a_value_out_of_its_column_range_costs_one_dead_letter(
-        sink: ClickHouseSink, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sink_module.time, "sleep", lambda seconds: None)  # the insert retries
+def test_a_value_out_of_its_column_range_costs_one_dead_letter(sink: ClickHouseSink) -> None:
     metric = Metric(ts=TS, model="m", version="v1", metric="accuracy", value=0.5, window=10,
                     examples=10)
     topic = sink.settings.topic("metrics")
