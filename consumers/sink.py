@@ -119,11 +119,10 @@ class ClickHouseSink:
     def write(self, messages: Sequence[Message]) -> None:
         """Insert one batch, then commit its offsets (skipped records' included)."""
         rows = self.decode(messages)
-        by_coordinates = {(m.topic(), m.partition(), m.offset()): m for m in messages}
         letters: list[list[Any]] = []
         for table, table_rows in rows.items():
             if table != "dead_letters":
-                self._insert_or_refuse(table, table_rows, by_coordinates, letters)
+                self._insert_or_refuse(table, table_rows, messages, letters)
         dead = rows.get("dead_letters", []) + letters
         if dead:
             self._insert("dead_letters", dead, self.columns["dead_letters"])
@@ -136,7 +135,7 @@ class ClickHouseSink:
             offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=False)
 
     def _insert_or_refuse(self, table: str, rows: list[list[Any]],
-                          by_coordinates: dict[tuple[str, int, int], Message],
+                          messages: Sequence[Message],
                           letters: list[list[Any]]) -> None:
         """Insert rows; when values do not fit the table's columns (a negative count for a
         UInt64, say), find the rows at fault by halving, and make each a dead letter."""
@@ -144,13 +143,14 @@ class ClickHouseSink:
             self._insert(table, rows, self.columns[table])
         except DataError as exc:
             if len(rows) == 1:
-                msg = by_coordinates[tuple(rows[0][-3:])]  # type: ignore[index]
+                where = tuple(rows[0][-3:])  # the row's Kafka coordinates; rare: a scan will do
+                msg = next(m for m in messages if (m.topic(), m.partition(), m.offset()) == where)
                 letter = message_dead_letter(msg, f"sink: {table} refused the row: {exc}")
                 letters.append(dead_letter_row(letter) + rows[0][-3:])
                 return
             half = len(rows) // 2
-            self._insert_or_refuse(table, rows[:half], by_coordinates, letters)
-            self._insert_or_refuse(table, rows[half:], by_coordinates, letters)
+            self._insert_or_refuse(table, rows[:half], messages, letters)
+            self._insert_or_refuse(table, rows[half:], messages, letters)
 
     def _insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
         for attempt in range(5):

@@ -1,31 +1,19 @@
-"""The faust plumbing shared by every processor: app factory, batched events, and output.
+"""faust-streaming for low-rate agents: an app factory that connects as every other client of
+the process does (the same brokers, TLS files and SASL user as ``driftway.io.kafka``).
 
-Agents take events in batches (``take_events``), run a pure function over the batch, and write
-results with a confluent-kafka producer that is flushed before the batch is acknowledged: faust
-only commits offsets of acknowledged events, so output is at least once and nothing is lost.
-(faust's own ``send`` costs ~350 µs an event here; librdkafka's ``produce`` a few µs.)
+The per-event data plane runs on ``driftway.io.runtime``: faust's per-message machinery cost more
+than the work it carried (bench/passthrough.py). What is kept here serves agents whose rate makes
+that cost irrelevant (control plane, alerting).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import logging
-import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
 
 import faust
-from confluent_kafka import KafkaError, Message
-from faust.types import EventT
 from faust.types.auth import CredentialsT
 
-from driftway.io.kafka import make_producer, produce
-from driftway.schemas.events import DeadLetter
 from driftway.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def kafka_ssl_context(settings: Settings) -> ssl.SSLContext:
@@ -79,76 +67,3 @@ def make_app(settings: Settings, processor: str) -> faust.App:
         broker_commit_interval=1.0,
         table_cleanup_interval=60.0,
     )
-
-
-def raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faust.TopicT:
-    """A topic whose keys and values reach the agent as the original bytes."""
-    return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
-
-
-async def batches(stream: faust.StreamT, settings: Settings) -> AsyncIterator[Sequence[EventT]]:
-    """Events of a stream in batches of up to processing.batch_size."""
-    p = settings.processing
-    async for events in stream.take_events(p.batch_size, within=p.batch_within):
-        yield events
-
-
-def exit_uncommitted_on_failure(
-    agent: Callable[[Any], Awaitable[None]],
-) -> Callable[[Any], Awaitable[None]]:
-    """Stop the worker at once when an agent fails for a reason that is not one record's.
-
-    Records' own failures are dead letters inside the agent; what escapes it (output that could
-    not be delivered, a broken client) must not let faust go on: ``take_events`` acknowledges a
-    batch even when its consumer raised, and faust would then commit it unserved. Exiting before
-    the next commit leaves the batch to be read again by the restarted worker.
-    """
-
-    @functools.wraps(agent)
-    async def guarded(stream: Any) -> None:
-        try:
-            await agent(stream)
-        except Exception:
-            log.critical("%s failed; exiting with its batch uncommitted", agent.__name__,
-                         exc_info=True)
-            logging.shutdown()
-            os._exit(70)  # EX_SOFTWARE: no cleanup may run, it would commit the batch
-
-    return guarded
-
-
-def dead_letter(processor: str, event: EventT, error: str) -> DeadLetter:
-    """A dead letter for an event that failed in a processor, with its original bytes."""
-    msg = event.message
-    value = msg.value if isinstance(msg.value, bytes | None) else str(msg.value).encode()
-    return DeadLetter.of(processor, msg.topic, msg.partition, msg.offset, msg.key, value, error)
-
-
-class Emitter:
-    """Writes a batch's output records; `flush()` returns once all are acknowledged by Kafka."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._producer = make_producer(settings)
-        self._errors: list[str] = []
-
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            self._errors.append(str(err))
-
-    def emit(self, topic: str, key: bytes | str | None, value: bytes | None,
-             partition: int | None = None) -> None:
-        """Queue one record for `topic` (the partitioner picks the partition unless given)."""
-        produce(self._producer, topic, key, value, self._on_delivery, partition)
-
-    async def flush(self) -> None:
-        """Wait for every queued record; raise if any could not be delivered."""
-        await asyncio.get_running_loop().run_in_executor(None, self._producer.flush)
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise RuntimeError(f"{len(errors)} records not delivered: {errors[:3]}")
-
-
-def run_worker(app: faust.App, settings: Settings) -> None:
-    """Run a faust worker in the foreground until SIGTERM or Ctrl-C."""
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()

@@ -107,7 +107,7 @@ class Runtime:
         self._dead_letters = settings.topic("dead-letters")
         self._in_transaction = False
         self._transaction_started = 0.0
-        self._positions: dict[tuple[str, int], int] = {}
+        self._touched: set[tuple[str, int]] = set()  # partitions read in this transaction
         self._errors: list[str] = []
         group = f"{settings.app_id}-{processor.name}"
         # The same id after a restart: initialising it fences the crashed instance and aborts
@@ -224,7 +224,7 @@ class Runtime:
                 for out in outs:
                     self._emit(self.settings.topic(out.topic), out.key, out.value,
                                out.partition)
-            self._positions[(topic, partition)] = offset + 1
+            self._touched.add((topic, partition))
             self.metrics.records += 1
 
     def _emit(self, topic: str, key: bytes | str | None, value: bytes | None,
@@ -246,7 +246,7 @@ class Runtime:
         # The consumer's positions, not last offset + 1: they step over the commit markers of
         # transactional input, so a caught-up processor shows no lag.
         offsets = [tp for tp in self.consumer.position(
-            [TopicPartition(t, p) for t, p in self._positions]) if tp.offset >= 0]
+            [TopicPartition(t, p) for t, p in self._touched]) if tp.offset >= 0]
         if offsets:
             metadata = self.consumer.consumer_group_metadata()
             _retrying(lambda: self.producer.send_offsets_to_transaction(offsets, metadata, 30))
@@ -255,7 +255,7 @@ class Runtime:
             errors, self._errors = self._errors, []
             raise RuntimeError(f"{len(errors)} records not delivered: {errors[:3]}")
         self._in_transaction = False
-        self._positions.clear()
+        self._touched.clear()
         self.metrics.commits += 1
 
     def _abort(self) -> None:
@@ -287,7 +287,7 @@ class Runtime:
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._abort()  # another member may own them already: what we did must not count
-        self._positions.clear()
+        self._touched.clear()
         self._drop(partitions)
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
