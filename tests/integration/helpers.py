@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from driftway.settings import Settings
 
@@ -53,8 +53,11 @@ def read_messages(settings: Settings, key: str, at_least: int = 0,
 
         def at_end() -> bool:
             for p in parts:
-                high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10,
-                                                      cached=False)[1]
+                try:
+                    high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10,
+                                                          cached=False)[1]
+                except KafkaException:  # a topic just created may have no leader yet
+                    return False  # asked again; the deadline bounds the wait
                 position = consumer.position([TopicPartition(topic, p)])[0].offset
                 if high > 0 and position < high:
                     return False
