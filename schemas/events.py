@@ -398,10 +398,14 @@ def label_text(value: LabelValue | None) -> str:
     >>> label_text(True), label_text(1), label_text(1.0), label_text("yes")
     ('true', '1', '1.0', 'yes')
     """
-    if value is None:
-        return ""
+    if value is True:  # the common cases first: this runs several times per event
+        return "true"
+    if value is False:
+        return "false"
     if isinstance(value, str):
         return value
+    if value is None:
+        return ""
     return json.dumps(value)
 
 

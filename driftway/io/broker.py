@@ -159,7 +159,11 @@ class LocalBroker:
         libs = ensure_jars(libs_dir(self.settings))
         log4j = self.home / "log4j.properties"
         log4j.write_text(LOG4J)
-        return [java, f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{libs}/*", *args]
+        # C1 only: the JIT's optimising tier (C2) spent more CPU than the broker's work in the
+        # first minutes of every fresh local broker (166 against 140 µs an event in
+        # bench/pipeline.py's labelled run), and the broker ran no slower without it.
+        return [java, "-XX:TieredStopAtLevel=1", f"-Dlog4j.configuration=file:{log4j}",
+                "-cp", f"{libs}/*", *args]
 
     def _format(self, java: str, props: Path) -> None:
         data_dir = self.home / "data"

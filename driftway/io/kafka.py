@@ -70,13 +70,16 @@ def make_producer(settings: Settings, **extra: Any) -> Producer:
 
 
 def produce(producer: Producer, topic: str, key: bytes | str | None, value: bytes | None,
-            on_delivery: Callable[[KafkaError | None, Message], None],
+            on_delivery: Callable[[KafkaError | None, Message], None] | None,
             partition: int | None = None) -> None:
-    """Queue one record; when librdkafka's local queue is full, serve deliveries and retry."""
-    where = {} if partition is None else {"partition": partition}
+    """Queue one record; when librdkafka's local queue is full, serve deliveries and retry.
+    (No on_delivery: a transactional producer reports failures when it commits.)"""
+    where: dict[str, Any] = {} if partition is None else {"partition": partition}
+    if on_delivery is not None:
+        where["on_delivery"] = on_delivery
     while True:
         try:
-            producer.produce(topic, value=value, key=key, on_delivery=on_delivery, **where)
+            producer.produce(topic, value=value, key=key, **where)
             return
         except BufferError:
             producer.poll(0.05)

@@ -108,7 +108,7 @@ class Runtime:
         self._in_transaction = False
         self._transaction_started = 0.0
         self._touched: set[tuple[str, int]] = set()  # partitions read in this transaction
-        self._errors: list[str] = []
+        self._errors: list[str] = []  # deliveries that failed (reported for failures only)
         group = f"{settings.app_id}-{processor.name}"
         # The same id after a restart: initialising it fences the crashed instance and aborts
         # the transaction it left open, so readers are not held back until it times out.
@@ -130,7 +130,10 @@ class Runtime:
                          # A transaction begun right after a commit is refused while the broker
                          # completes the last one; librdkafka's default 100 ms back-off before
                          # the retry was most of a commit's latency (bench/passthrough.py).
-                         "retry.backoff.ms": 5}))
+                         "retry.backoff.ms": 5,
+                         "delivery.report.only.error": True,
+                         "on_delivery": self._on_delivery}))
+        self._produce = self.producer.produce
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -229,11 +232,30 @@ class Runtime:
 
     def _emit(self, topic: str, key: bytes | str | None, value: bytes | None,
               partition: int | None = None) -> None:
-        produce(self.producer, topic, key, value, self._on_delivery, partition)
+        # Delivery reports come for failures only (a callback per record cost more than the
+        # produce call): a record the transaction could not deliver fails its commit, and the
+        # next produce, with the broker's reason.
+        try:
+            if partition is None:
+                self._produce(topic, value, key)
+            else:
+                self._produce(topic, value, key, partition)
+        except BufferError:  # librdkafka's queue is full: serve it, then queue again
+            produce(self.producer, topic, key, value, None, partition)
+        except KafkaException as exc:
+            self.producer.poll(0)  # the failed deliveries that put the transaction in error
+            self._raise_undelivered(exc)
+            raise
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
             self._errors.append(str(err))
+
+    def _raise_undelivered(self, cause: BaseException | None = None) -> None:
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise RuntimeError(f"{len(errors)} records not delivered, the transaction is "
+                               f"aborted: {errors[:3]}") from cause
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -250,10 +272,11 @@ class Runtime:
         if offsets:
             metadata = self.consumer.consumer_group_metadata()
             _retrying(lambda: self.producer.send_offsets_to_transaction(offsets, metadata, 30))
-        _retrying(lambda: self.producer.commit_transaction(60))  # raises if one was undelivered
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise RuntimeError(f"{len(errors)} records not delivered: {errors[:3]}")
+        try:
+            _retrying(lambda: self.producer.commit_transaction(60))  # fails if one undelivered
+        except KafkaException as exc:
+            self._raise_undelivered(exc)
+            raise
         self._in_transaction = False
         self._touched.clear()
         self.metrics.commits += 1
