@@ -27,11 +27,11 @@ from driftway.io.state import Store
 from driftway.logic.features import event_features
 from driftway.logic.learning import Learner
 from driftway.logic.models import logistic_regression
+from driftway.schemas.events import decode_training
 from driftway.settings import Settings
 from driftway.streams.drift import DriftWatch
 from driftway.streams.features import Features
 from driftway.streams.feedback import Feedback
-from driftway.streams.learner import TRAINING
 from driftway.streams.scoring import Scoring, ServingSet
 
 
@@ -105,7 +105,7 @@ def run(n: int, label_delay: int) -> dict[str, float]:
           lambda r: drift.handle(r, None), results)
 
     training = [o.value for o in joined if o.topic == "training"]
-    decode = TRAINING.validate_json
+    decode = decode_training
     offsets = iter(range(len(training)))
     timed("learner (decode + step)", training,
           lambda v: [learner.step(next(offsets), decode(v))], results)

@@ -216,10 +216,10 @@ class PredictionReader(threading.Thread):
                             raise RuntimeError(f"predictions consumer: {msg.error()}")
                         continue
                     if msg.topic() == self.features:
-                        vector = FeatureVector.model_validate_json(msg.value() or b"")
+                        vector = FeatureVector.from_bytes(msg.value() or b"")
                         self.features_at[vector.event_id] = msg.timestamp()[1] / 1000
                         continue
-                    p = Prediction.model_validate_json(msg.value() or b"")
+                    p = Prediction.from_bytes(msg.value() or b"")
                     self.records.append(Seen(msg.partition(), msg.offset(), p.event_id,
                                              p.version, p.received_at, p.predicted_at,
                                              p.latency_ms))

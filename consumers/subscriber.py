@@ -57,7 +57,7 @@ class PredictionSubscriber:
                         continue
                     last = time.monotonic()
                     try:
-                        yield Prediction.model_validate_json(msg.value() or b"")
+                        yield Prediction.from_bytes(msg.value() or b"")
                     except ValidationError as exc:
                         self.skipped += 1
                         log.warning("skipped a record that is not a Prediction at %s[%d]@%d: %s",

@@ -18,13 +18,13 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import msgspec
+from msgspec import Meta
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -77,6 +77,11 @@ class Record(BaseModel):
         """The record as compact JSON bytes, the form it travels in."""
         return self.model_dump_json().encode()
 
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Any:
+        """The record in `data` (raises pydantic's ValidationError)."""
+        return cls.model_validate_json(data)
+
 
 class RawEvent(Record):
     """What upstream apps send: one event about one entity, with flat, domain-agnostic data.
@@ -117,56 +122,94 @@ class Label(Record):
     ts: Timestamp | None = None
 
 
-class FeatureVector(Record):
+class Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Shared base of the per-event internal records (features, served, predictions, training).
+
+    msgspec, not pydantic: each is decoded and encoded several times per event across the
+    pipeline, and msgspec does it in a fraction of the time (bench/processors.py). The wire
+    format is the same JSON, and the published JSON Schema comes from the same class.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    def to_bytes(self) -> bytes:
+        """The record as compact JSON bytes, the form it travels in."""
+        return _ENCODE(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Any:
+        """The record in `data` (raises InvalidRecord, naming the bad field)."""
+        decoder = _DECODERS.get(cls)
+        if decoder is None:
+            decoder = _DECODERS[cls] = msgspec.json.Decoder(cls)
+        try:
+            return decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise InvalidRecord(cls.__name__, exc) from None
+
+
+#: A time with its zone, as RFC 3339 text on the wire.
+Instant = Annotated[datetime, Meta(tz=True, extra_json_schema={"format": "date-time"})]
+_ENCODE = msgspec.json.Encoder().encode
+_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
+
+
+class InvalidRecord(ValueError):
+    """Bytes that are not a valid record of one kind (malformed JSON or a wrong field)."""
+
+    def __init__(self, kind: str, cause: Exception) -> None:
+        super().__init__(f"invalid {kind}: {cause}")
+
+
+class FeatureVector(Struct, kw_only=True):
     """Output of the features processor: numeric features ready for a model."""
 
     event_id: str
     entity_id: str
-    ts: datetime
+    ts: Instant
     feature_set: str = FEATURE_SET_VERSION
     features: dict[str, float]
-    received_at: float = Field(description="Unix seconds when the raw event entered Driftway.")
+    received_at: Annotated[float, Meta(
+        description="Unix seconds when the raw event entered Driftway.")]
 
 
-class Contribution(BaseModel):
+class Contribution(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One feature's share of a score (for linear models: weight times scaled value)."""
-
-    model_config = ConfigDict(frozen=True)
 
     feature: str
     value: float
     contribution: float
 
 
-class Prediction(Record):
+class Prediction(Struct, kw_only=True):
     """What subscribers read: one model version's answer for one event, with its explanation."""
 
     event_id: str
     entity_id: str
-    ts: datetime
+    ts: Instant
     model: str
     version: str
     prediction: LabelValue | None
-    score: float | None = Field(description="Probability of the predicted class, or the value.")
-    shadow_scores: dict[str, float] = Field(default_factory=dict)
-    explanation: list[Contribution] = Field(default_factory=list)
-    latency_ms: float = Field(description="Serving latency: features record in to prediction out.")
+    score: Annotated[float | None, Meta(
+        description="Probability of the predicted class, or the value.")]
+    shadow_scores: dict[str, float] = {}
+    explanation: list[Contribution] = []
+    latency_ms: Annotated[float, Meta(
+        description="Serving latency: features record in to prediction out.")]
     received_at: float
     predicted_at: float
 
 
-class Output(BaseModel):
+class Output(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """What one model version answered for one event."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     prediction: LabelValue | None
     score: float | None = None
-    proba: dict[str, float] | None = Field(
-        None, description="Classifiers: probability per class, keyed by the class as text.")
+    proba: Annotated[dict[str, float] | None, Meta(
+        description="Classifiers: probability per class, keyed by the class as text.")] = None
 
 
-class Served(Record):
+class Served(Struct, kw_only=True):
     """What scoring served for one event (champion and every shadow), keyed by event id.
 
     The feedback processor joins it with the event's label; the learner evaluates every version on
@@ -175,53 +218,59 @@ class Served(Record):
 
     event_id: str
     entity_id: str
-    ts: datetime
+    ts: Instant
     model: str
     champion: str
     features: dict[str, float]
-    outputs: dict[str, Output] = Field(description="By version: the champion's and each shadow's.")
+    outputs: Annotated[dict[str, Output], Meta(
+        description="By version: the champion's and each shadow's.")]
     predicted_at: float
 
 
-class TrainingExample(Record):
-    """A served event joined with its label: what the learner evaluates and learns from."""
+class TrainingExample(Struct, kw_only=True, tag_field="type", tag="example"):
+    """A served event joined with its label: what the learner evaluates and learns from.
 
-    type: Literal["example"] = "example"
+    Its ``type`` is ``example`` (a record without one is an example too: schema_version 1).
+    """
+
     event_id: str
     model: str
-    version: str = Field(description="The champion that served the event.")
+    version: Annotated[str, Meta(description="The champion that served the event.")]
     features: dict[str, float]
     label: LabelValue
-    served: LabelValue | None = Field(description="The champion's prediction.")
+    served: Annotated[LabelValue | None, Meta(description="The champion's prediction.")]
     score: float | None = None
-    outputs: dict[str, Output] = Field(
-        default_factory=dict, description="Every version's answer (champion and shadows).")
+    outputs: Annotated[dict[str, Output], Meta(
+        description="Every version's answer (champion and shadows).")] = {}
     predicted_at: float | None = None
     labelled_at: float | None = None
 
 
-class PublishRequest(Record):
+class PublishRequest(Struct, kw_only=True, tag_field="type", tag="publish"):
     """Asks the learner to publish a version of `model` now, at this point of the training order.
 
     It travels on the training topic, so a replay after a crash publishes at the same point.
     """
 
-    type: Literal["publish"] = "publish"
     model: str
     reason: str = "requested"
-    ts: datetime
+    ts: Instant
 
 
-def _training_kind(value: Any) -> str:
-    """The tag of a training record; records without one are examples (schema_version 1)."""
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind or "example"
+TrainingRecord = TrainingExample | PublishRequest
+_TRAINING = msgspec.json.Decoder(TrainingRecord)
 
 
-TrainingRecord = Annotated[
-    Annotated[TrainingExample, Tag("example")] | Annotated[PublishRequest, Tag("publish")],
-    Discriminator(_training_kind),
-]
+def decode_training(data: bytes) -> TrainingRecord:
+    """A training-topic record: an example or a publish request (raises InvalidRecord)."""
+    try:
+        return _TRAINING.decode(data)
+    except msgspec.ValidationError as exc:
+        if "missing required field `type`" in str(exc):  # written before the tag was
+            return TrainingExample.from_bytes(data)
+        raise InvalidRecord("TrainingRecord", exc) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRecord("TrainingRecord", exc) from None
 
 
 class TrainingOffsets(BaseModel):
@@ -389,6 +438,8 @@ def failure_reason(exc: BaseException) -> str:
     """
     if isinstance(exc, ValidationError):
         return describe_invalid(exc)
+    if isinstance(exc, InvalidRecord):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -409,9 +460,16 @@ def label_text(value: LabelValue | None) -> str:
     return json.dumps(value)
 
 
-def json_schema(record: type[Record]) -> dict[str, Any]:
+def json_schema(record: type[Record] | type[Struct]) -> dict[str, Any]:
     """The JSON Schema of a wire record, as published in schemas/json/."""
-    schema = record.model_json_schema(mode="validation")
+    if issubclass(record, Struct):
+        generated = msgspec.json.schema(record)
+        defs = generated.get("$defs", {})
+        schema = defs.pop(record.__name__)
+        if defs:
+            schema["$defs"] = defs
+    else:
+        schema = record.model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"driftway/{record.__name__}/v{SCHEMA_VERSION}"
     return schema

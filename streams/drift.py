@@ -31,9 +31,12 @@ log = logging.getLogger(__name__)
 def prediction_features(served: Served) -> dict[str, float]:
     """What prediction drift watches: the champion's score and its predicted class.
 
-    >>> s = Served(event_id="e", entity_id="u", ts=0, model="m", champion="v", features={},
-    ...            outputs={"v": {"prediction": True, "score": 0.7,
-    ...                           "proba": {"true": 0.7, "false": 0.3}}}, predicted_at=0)
+    >>> from datetime import UTC, datetime
+    >>> from driftway.schemas.events import Output
+    >>> s = Served(event_id="e", entity_id="u", ts=datetime.now(UTC), model="m", champion="v",
+    ...            features={}, predicted_at=0,
+    ...            outputs={"v": Output(prediction=True, score=0.7,
+    ...                                 proba={"true": 0.7, "false": 0.3})})
     >>> prediction_features(s)
     {'score': 0.7, 'prediction=true': 1.0}
     """
@@ -114,7 +117,7 @@ class DriftWatch:
         self.alarms = 0
 
     def handle(self, record: Incoming, store: object) -> list[Out]:
-        served = Served.model_validate_json(record.value or b"")
+        served = Served.from_bytes(record.value or b"")
         monitors = self.monitors.get(served.model)
         if monitors is None:
             monitors = self.monitors[served.model] = ModelMonitors(

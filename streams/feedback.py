@@ -42,7 +42,7 @@ class Feedback:
         assert store is not None  # the topology gives feedback a state
         join, value = self._join(store), record.value or b""
         if record.topic == "served":
-            served = Served.model_validate_json(value)
+            served = Served.from_bytes(value)
             joined = join.served(served.event_id, value.decode(), record.received_at,
                                  record.partition)
         else:

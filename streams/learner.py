@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
-from pydantic import TypeAdapter
 
 from driftway.io.kafka import client_config, make_producer, produce
 from driftway.io.registry import ModelRegistry
@@ -34,14 +33,13 @@ from driftway.schemas.events import (
     DeadLetter,
     Deployment,
     ModelVersion,
-    TrainingRecord,
+    decode_training,
     failure_reason,
 )
 from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TRAINING = TypeAdapter(TrainingRecord)
 
 
 class LearnerService:
@@ -151,7 +149,7 @@ class LearnerService:
     def handle(self, msg: Message) -> None:
         """Learn from one training record; one that fails is a dead letter, not the batch's."""
         try:
-            record = TRAINING.validate_json(msg.value() or b"")
+            record = decode_training(msg.value() or b"")
             result = self.learner.step(msg.offset(), record)
         except Exception as exc:
             self._dead_letter(msg, failure_reason(exc))

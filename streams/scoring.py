@@ -184,7 +184,7 @@ class Scoring:
 
     def handle(self, record: Incoming, store: object) -> list[Out]:
         assert self.serving is not None
-        vector = FeatureVector.model_validate_json(record.value or b"")
+        vector = FeatureVector.from_bytes(record.value or b"")
         prediction, served = score_event(self.serving, vector, self.explain_top, self.started)
         return [Out("predictions", vector.entity_id, prediction.to_bytes()),
                 Out("served", vector.event_id, served.to_bytes())]

@@ -15,6 +15,7 @@ from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 import click
+import msgspec
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -388,7 +389,7 @@ def publish(ctx: click.Context, model: str, reason: str, fmt: str) -> None:
     [msg] = deliver(settings, lambda emit: emit(topic, model, request.to_bytes()))
     if fmt == "json":
         echo_json({"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
-                   "request": request.model_dump(mode="json")})
+                   "request": msgspec.to_builtins(request)})
         return
     console.print(f"publish of {model!r} requested at {msg.topic()}[{msg.partition()}] offset "
                   f"{msg.offset()}: the learner publishes when it reaches it")

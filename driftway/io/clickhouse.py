@@ -8,14 +8,14 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 import clickhouse_connect
+import msgspec
 from clickhouse_connect.driver.client import Client
-from pydantic import ConfigDict, TypeAdapter
 
 from driftway.schemas.events import (
     DeadLetter,
@@ -28,7 +28,7 @@ from driftway.schemas.events import (
     Prediction,
     PublishRequest,
     TrainingExample,
-    TrainingRecord,
+    decode_training,
     label_text,
 )
 from driftway.schemas.topology import TOPICS
@@ -148,13 +148,16 @@ def run_query(client: Client, sql: str, database: str) -> QueryResult:
     )
 
 
+_json = msgspec.json.Encoder().encode
+
+
 def _ts(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def prediction_row(p: Prediction) -> list[Any]:
     return [p.event_id, p.entity_id, p.ts, p.model, p.version, label_text(p.prediction), p.score,
-            p.shadow_scores, json.dumps([c.model_dump() for c in p.explanation]), p.latency_ms,
+            p.shadow_scores, _json(p.explanation).decode(), p.latency_ms,
             _ts(p.received_at), _ts(p.predicted_at)]
 
 
@@ -180,9 +183,8 @@ def training_row(t: TrainingExample | PublishRequest) -> list[Any] | None:
     """A training example's row; None for a publish request, which is an order, not data."""
     if isinstance(t, PublishRequest):
         return None
-    outputs = {version: o.model_dump(mode="json") for version, o in t.outputs.items()}
     return [t.event_id, t.model, t.version, label_text(t.label), label_text(t.served), t.score,
-            json.dumps(outputs), None if t.predicted_at is None else _ts(t.predicted_at),
+            _json(t.outputs).decode(), None if t.predicted_at is None else _ts(t.predicted_at),
             None if t.labelled_at is None else _ts(t.labelled_at)]
 
 
@@ -217,17 +219,13 @@ class TableSpec:
     record: Any
     to_row: Callable[[Any], list[Any] | None]
     columns: tuple[str, ...]
-    union_name: str = ""
     topic_key: str = ""
-    adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        config = None if isinstance(self.record, type) else ConfigDict(title=self.union_name)
-        object.__setattr__(self, "adapter", TypeAdapter(self.record, config=config))
+    #: What makes the record of its bytes (raises): the record's own ``from_bytes`` unless set.
+    decoder: Callable[[bytes], Any] | None = None
 
     def decode(self, data: bytes) -> Any:
-        """The record in `data` (raises pydantic's ValidationError)."""
-        return self.adapter.validate_json(data)
+        """The record in `data` (raises pydantic's ValidationError or InvalidRecord)."""
+        return (self.decoder or self.record.from_bytes)(data)
 
 
 OFFSET_COLUMNS = ("_topic", "_partition", "_offset")
@@ -245,10 +243,9 @@ ROWS: dict[str, TableSpec] = {spec.table: spec for spec in (
               ("model", "version", "parent", "created_at", "reason", "training_topic",
                "training_start", "training_end", "examples_seen", "feature_set",
                "hyperparameters", "metrics", "libraries", "artifact_size", "signature")),
-    TableSpec("training", TrainingRecord, training_row,
+    TableSpec("training", TrainingExample, training_row,
               ("event_id", "model", "version", "label", "served", "score", "outputs",
-               "predicted_at", "labelled_at"),
-              union_name="TrainingRecord"),
+               "predicted_at", "labelled_at"), decoder=decode_training),
     TableSpec("deployments", Deployment, deployment_row,
               ("ts", "model", "version", "champion", "shadows", "action", "previous", "reason",
                "by")),

@@ -12,9 +12,10 @@ outcomes go to the feedback topic and its ClickHouse table. Nothing is dropped s
 
 >>> store = {}
 >>> join = FeedbackJoin(store, window=10.0, max_pending=100)
->>> served = Served(event_id="e1", entity_id="u", ts=0, model="m", champion="v1",
-...                 features={"x": 1.0}, outputs={"v1": {"prediction": True, "score": 0.9}},
-...                 predicted_at=0.0).model_dump_json()
+>>> from driftway.schemas.events import Output
+>>> served = Served(event_id="e1", entity_id="u", ts=datetime.now(UTC), model="m",
+...                 champion="v1", features={"x": 1.0}, predicted_at=0.0,
+...                 outputs={"v1": Output(prediction=True, score=0.9)}).to_bytes().decode()
 >>> join.served("e1", served, now=1.0, partition=0)
 []
 >>> [type(r).__name__ for r in join.label("e1", Label(event_id="e1", label=False), now=2.0,
@@ -92,7 +93,7 @@ class FeedbackJoin:
         if entry["s"] == "label":
             label = Label.model_validate_json(entry["r"])
             self._set(event_id, {"s": "done", "t": now, "p": partition})
-            return [self._example(Served.model_validate_json(served_json), label, now)]
+            return [self._example(Served.from_bytes(served_json), label, now)]
         return []  # served again (a replay after a crash): the first one counts
 
     def label(self, event_id: str, label: Label, now: float, partition: int) -> list[Record]:
@@ -106,7 +107,7 @@ class FeedbackJoin:
         state = entry["s"]
         if state == "served":
             self._set(event_id, {"s": "done", "t": now, "p": partition})
-            return [self._example(Served.model_validate_json(entry["r"]), label, now)]
+            return [self._example(Served.from_bytes(entry["r"]), label, now)]
         outcome = {"expired": "late_label", "done": "duplicate_label",
                    "label": "duplicate_label"}[state]
         return [self._outcome(event_id, outcome, entry, now)]
@@ -136,7 +137,7 @@ class FeedbackJoin:
             return []
         state = entry["s"]
         if state == "served":
-            served = Served.model_validate_json(entry["r"])
+            served = Served.from_bytes(entry["r"])
             if keep_marker:
                 self._set(event_id, {"s": "expired", "t": now, "p": entry["p"],
                                      "m": served.model, "v": served.champion})

@@ -47,7 +47,7 @@ def test_entity_aggregates_continue_after_a_restart(stack_settings: Settings) ->
     def read() -> int:
         for msg in consumer.consume(100, timeout=0.5):
             if msg.error() is None:
-                vector = FeatureVector.model_validate_json(msg.value())
+                vector = FeatureVector.from_bytes(msg.value())
                 seen[vector.event_id] = vector
         return len(seen)
 

@@ -118,7 +118,7 @@ def test_hot_swap_refused_artifacts_and_the_feedback_loop(stack_settings: Settin
         records = read_topic(settings, "predictions", n)
 
         # Every event scored exactly once, on the topic itself (no dedup to hide a repeat).
-        predictions = [(p, o, Prediction.model_validate_json(v)) for p, o, v in records]
+        predictions = [(p, o, Prediction.from_bytes(v)) for p, o, v in records]
         ids = [pr.event_id for _, _, pr in predictions]
         assert len(ids) == n and set(ids) == {f"ev-{i}" for i in range(n)}
         # Each partition switches from v0 to v2 at most once, at one offset, and never back (a
@@ -155,7 +155,7 @@ def test_hot_swap_refused_artifacts_and_the_feedback_loop(stack_settings: Settin
             sdk.send_event(event(i))
         sdk.flush()
         later = {f"ev-{i}" for i in range(n, n + 50)}
-        after = [p for p in (Prediction.model_validate_json(v) for _, _, v in
+        after = [p for p in (Prediction.from_bytes(v) for _, _, v in
                              read_topic(settings, "predictions", n + 50)) if p.event_id in later]
         assert len(after) == 50 and {p.version for p in after} == {v2_meta.version}
 
@@ -311,11 +311,11 @@ def test_kill_9_of_each_processor_leaves_every_record_exactly_once(
         # Each processor writes in transactions with its input offsets: what a crashed one had
         # written but not committed is aborted, and its successor writes it once.
         on_topic = read_topic(settings, "predictions", n)
-        served = Counter(Prediction.model_validate_json(v).event_id for _, _, v in on_topic)
+        served = Counter(Prediction.from_bytes(v).event_id for _, _, v in on_topic)
         assert served == Counter({f"k-{i}": 1 for i in range(n)})
         labelled = {f"k-{i - 100}" for i in range(100, n) if i % 2 == 0}
         examples = read_topic(settings, "training", len(labelled))
-        joined = Counter(TrainingExample.model_validate_json(v).event_id for _, _, v in examples)
+        joined = Counter(TrainingExample.from_bytes(v).event_id for _, _, v in examples)
         assert joined == Counter({event_id: 1 for event_id in labelled})
         # The sink, killed too, resumes after what it stored: each record is one row.
         stored = wait_for(lambda: query(settings, "SELECT count(), uniqExact(event_id) "

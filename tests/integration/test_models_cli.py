@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
-from pydantic import TypeAdapter
 
 from driftway.app.supervisor import settings_env
 from driftway.consumers.sink import ClickHouseSink, query_endpoint_file
@@ -32,7 +32,7 @@ from driftway.schemas.events import (
     PublishRequest,
     TrainingExample,
     TrainingOffsets,
-    TrainingRecord,
+    decode_training,
 )
 from driftway.settings import KafkaSettings, Settings
 from tests.integration.helpers import wait_for
@@ -163,8 +163,8 @@ def test_models_commands_write_deployments_and_the_sink_records_them(
     assert [(d.action, d.version, d.champion, d.reason) for d in history] == [
         ("deploy", ids[0], ids[0], "first"), ("shadow", ids[1], ids[0], ""),
         ("promote", ids[1], ids[1], "better"), ("rollback", ids[0], ids[0], "worse after all")]
-    assert read_training_record(settings, published["offset"]) == PublishRequest.model_validate(
-        published["request"])
+    assert read_training_record(settings, published["offset"]) == msgspec.convert(
+        published["request"], PublishRequest)
 
     log = (tmp_path / "sink.log").open("wb")
     sink = subprocess.Popen([sys.executable, "-m", "driftway", "sink"],
@@ -221,7 +221,7 @@ def read_training_record(settings: Settings, offset: int) -> Any:
         msg: Message | None = wait_for(lambda: consumer.poll(1.0), lambda m: m is not None, 30,
                                        "the publish request")
         assert msg is not None and msg.error() is None
-        return TypeAdapter(TrainingRecord).validate_json(msg.value() or b"")
+        return decode_training(msg.value() or b"")
     finally:
         consumer.close()
 

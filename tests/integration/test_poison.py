@@ -109,7 +109,7 @@ def test_poison_records_cost_one_dead_letter_each_and_their_batches_are_served(
         wait_for(letters, lambda c: c == expected, 120, f"dead letters {dict(expected)}")
         stack.check()  # no processor died on its poison
 
-        served = Counter(Prediction.model_validate_json(v).event_id
+        served = Counter(Prediction.from_bytes(v).event_id
                          for _, _, v in read_topic(settings, "predictions", n))
         assert served == Counter({f"ev-{i}": 1 for i in range(n)})
         on_topic = [DeadLetter.model_validate_json(v)

@@ -60,7 +60,7 @@ def test_three_scoring_workers_lose_one_and_every_event_is_scored_once(
         # The killed worker's open transaction is aborted; its partitions' records are scored
         # again by the others, once: a read_committed subscriber sees each prediction once.
         on_topic = read_topic(settings, "predictions", n)
-        served = Counter(Prediction.model_validate_json(v).event_id for _, _, v in on_topic)
+        served = Counter(Prediction.from_bytes(v).event_id for _, _, v in on_topic)
         assert served == Counter({f"s-{i}": 1 for i in range(n)})
         rows = wait_for(lambda: query(settings, "SELECT count(), uniqExact(event_id), "
                                                 "count(DISTINCT _partition) FROM predictions "

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
 from driftway.io.clickhouse import (
     OFFSET_COLUMNS,
@@ -24,6 +23,7 @@ from driftway.schemas.events import (
     Contribution,
     Deployment,
     FeedbackOutcome,
+    InvalidRecord,
     Metric,
     ModelVersion,
     Output,
@@ -65,7 +65,7 @@ def test_rows_fit_their_tables_and_duplicates_count_once(client) -> None:  # typ
                                "any(explanation) FROM predictions WHERE _topic = 'unit'",
                         "driftway")
     assert result.rows[0][:3] == [3, 3, "true"]
-    assert '"feature": "x"' in result.rows[0][3]
+    assert json.loads(result.rows[0][3])[0]["feature"] == "x"
 
 
 @pytest.fixture(scope="module")
@@ -187,9 +187,8 @@ def test_training_topic_decodes_examples_and_skips_publish_requests(client) -> N
 
     request = spec.decode(PublishRequest(model="m", ts=TS).to_bytes())
     assert isinstance(request, PublishRequest) and spec.to_row(request) is None
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(InvalidRecord, match="invalid TrainingRecord: Invalid value 'retrain'"):
         spec.decode(b'{"type": "retrain", "model": "m"}')
-    assert caught.value.title == "TrainingRecord"
 
 
 def test_sink_tables_leave_internal_topics_alone() -> None:

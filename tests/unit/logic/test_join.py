@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from driftway.logic.join import FeedbackJoin
-from driftway.schemas.events import FeedbackOutcome, Label, Served, TrainingExample
+from driftway.schemas.events import FeedbackOutcome, Label, Output, Served, TrainingExample
 
 
 def served(event_id: str) -> str:
-    return Served(event_id=event_id, entity_id="u", ts=0, model="m", champion="v1",
-                  features={"x": 1.0},
-                  outputs={"v1": {"prediction": True, "score": 0.8,
-                                  "proba": {"true": 0.8, "false": 0.2}},
-                           "v2": {"prediction": False, "score": 0.6}},
-                  predicted_at=0.0).model_dump_json()
+    return Served(event_id=event_id, entity_id="u", ts=datetime.now(UTC), model="m",
+                  champion="v1", features={"x": 1.0},
+                  outputs={"v1": Output(prediction=True, score=0.8,
+                                        proba={"true": 0.8, "false": 0.2}),
+                           "v2": Output(prediction=False, score=0.6)},
+                  predicted_at=0.0).to_bytes().decode()
 
 
 def label(event_id: str, value: bool = True) -> Label:

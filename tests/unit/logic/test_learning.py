@@ -3,6 +3,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from driftway.logic import artifacts
@@ -110,7 +111,7 @@ def test_publish_request_publishes_at_its_place_in_the_order(tmp_path) -> None:
     assert len(published) == 1 and published[0].meta.reason == "before the holidays"
     assert published[0].meta.training_offsets.end == 31
     assert learner.step(31, request).published == []  # nothing new learned: nothing to publish
-    other = request.model_copy(update={"model": "another"})
+    other = msgspec.structs.replace(request, model="another")
     assert learner.step(32, other).published == []
 
 
@@ -131,7 +132,7 @@ def test_every_served_version_is_evaluated_on_the_same_labels(tmp_path) -> None:
 def test_a_label_the_model_cannot_take_is_refused_not_learned(tmp_path) -> None:
     learner = Learner(settings(tmp_path))
     start(learner)
-    bad = examples(1)[0].model_copy(update={"label": "maybe"})
+    bad = msgspec.structs.replace(examples(1)[0], label="maybe")
     result = learner.step(0, bad)
     assert result.dead and "not binary" in result.dead[0]
     assert learner.lines[0].seen == 0

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 
-from driftway.schemas.events import Served
+from driftway.schemas.events import Output, Served
 from driftway.settings import DriftSettings
 from driftway.streams.drift import ModelMonitors
 
 
 def served(i: int, a: float, champion: str, p_true: float) -> Served:
-    return Served(event_id=f"e{i}", entity_id="u", ts=0, model="m", champion=champion,
-                  features={"a": a, "entity.events": float(i)},
-                  outputs={champion: {"prediction": p_true > 0.5, "score": max(p_true, 1 - p_true),
-                                      "proba": {"true": p_true, "false": 1 - p_true}}},
+    return Served(event_id=f"e{i}", entity_id="u", ts=datetime.now(UTC), model="m",
+                  champion=champion, features={"a": a, "entity.events": float(i)},
+                  outputs={champion: Output(prediction=p_true > 0.5,
+                                            score=max(p_true, 1 - p_true),
+                                            proba={"true": p_true, "false": 1 - p_true})},
                   predicted_at=0.0)
 
 
