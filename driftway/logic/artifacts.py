@@ -16,6 +16,7 @@ driftway.logic.artifacts.ArtifactRefused: m@... refused: signature does not veri
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -55,15 +56,21 @@ def sign(artifact: bytes, key: bytes) -> str:
     return hmac.new(key, artifact, hashlib.sha256).hexdigest()
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries a model depends on, and the Python that pickled it."""
-    found = {"python": platform.python_version()}
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    found = [("python", platform.python_version())]
     for name in LIBRARIES:
         try:
-            found[name] = metadata.version(name)
+            found.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
             continue
-    return found
+    return tuple(found)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a model depends on, and the Python that pickled it (read
+    once per process: reading package metadata took longer than pickling a model)."""
+    return dict(_installed_versions())
 
 
 def build_version(

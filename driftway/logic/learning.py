@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from river import metrics, utils
+from river import metrics
 
 from driftway.logic import artifacts
 from driftway.logic.drift import ConceptDriftDetector
@@ -41,6 +41,47 @@ from driftway.schemas.events import (
 from driftway.settings import Settings
 
 
+class WindowMean:
+    """The mean of the last `window` values, in constant time per value (River's Rolling
+    reverts a metric per value, several times the cost). The running sum is summed afresh once
+    per window, so rounding errors do not pile up.
+
+    >>> m = WindowMean(3)
+    >>> for v in (1.0, 2.0, 3.0, 10.0):
+    ...     m.update(v)
+    >>> m.get()
+    5.0
+    """
+
+    def __init__(self, window: int) -> None:
+        self.values: deque[float] = deque(maxlen=window)
+        self.total = 0.0
+        self._updates = 0
+
+    def update(self, value: float) -> None:
+        values = self.values
+        if len(values) == values.maxlen:
+            self.total -= values[0]
+        values.append(value)
+        self.total += value
+        self._updates += 1
+        if self._updates % (values.maxlen or 1) == 0:
+            self.total = math.fsum(values)
+
+    def get(self) -> float:
+        return self.total / len(self.values) if self.values else 0.0
+
+
+class RootWindowMean(WindowMean):
+    """The root of the window's mean (RMSE over squared errors)."""
+
+    def get(self) -> float:
+        return math.sqrt(max(0.0, super().get()))
+
+
+_P_MIN = 1e-15  # River's LogLoss clamps probabilities to [1e-15, 1 - 1e-15]
+
+
 class Evaluation:
     """Prequential metrics of one version over a sliding window of labelled examples.
 
@@ -56,10 +97,11 @@ class Evaluation:
         self.n = 0
         self._metrics: dict[str, Any] = {}
 
-    def _metric(self, name: str, kind: type) -> Any:
-        if name not in self._metrics:
-            self._metrics[name] = utils.Rolling(kind, window_size=self.window)
-        return self._metrics[name]
+    def _metric(self, name: str, kind: type[WindowMean] = WindowMean) -> WindowMean:
+        metric = self._metrics.get(name)
+        if metric is None:
+            metric = self._metrics[name] = kind(self.window)
+        return metric
 
     def update(self, y: LabelValue, output: Output) -> None:
         """Score one served output against the truth."""
@@ -67,19 +109,20 @@ class Evaluation:
         if output.prediction is None:
             return
         if output.proba is None:  # a regressor
-            y_pred = float(output.prediction)  # type: ignore[arg-type]
-            self._metric("mae", metrics.MAE).update(float(y), y_pred)
-            self._metric("rmse", metrics.RMSE).update(float(y), y_pred)
+            error = float(y) - float(output.prediction)  # type: ignore[arg-type]
+            self._metric("mae").update(abs(error))
+            self._metric("rmse", RootWindowMean).update(error * error)
             return
-        self._metric("accuracy", metrics.Accuracy).update(
-            label_text(y), label_text(output.prediction))
+        self._metric("accuracy").update(
+            float(label_text(y) == label_text(output.prediction)))
         if isinstance(y, bool):
             p_true = output.proba.get("true", 1.0 - output.proba.get("false", 0.5))
-            proba = {True: p_true, False: 1.0 - p_true}
-            self._metric("log_loss", metrics.LogLoss).update(y, proba)
-            if "roc_auc" not in self._metrics:  # River's own sliding-window AUC
-                self._metrics["roc_auc"] = metrics.RollingROCAUC(window_size=self.window)
-            self._metrics["roc_auc"].update(y, proba)
+            p = min(max(p_true if y else 1.0 - p_true, _P_MIN), 1.0 - _P_MIN)
+            self._metric("log_loss").update(-math.log(p))
+            roc = self._metrics.get("roc_auc")
+            if roc is None:  # River's own sliding-window AUC
+                roc = self._metrics["roc_auc"] = metrics.RollingROCAUC(window_size=self.window)
+            roc.update(y, {True: p_true, False: 1.0 - p_true})
 
     def snapshot(self) -> dict[str, float]:
         return {name: float(m.get()) for name, m in self._metrics.items()}
