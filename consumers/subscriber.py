@@ -14,10 +14,9 @@ import uuid
 from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaError
-from pydantic import ValidationError
 
 from driftway.io.kafka import client_config
-from driftway.schemas.events import Prediction
+from driftway.schemas.events import InvalidRecord, Prediction
 from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,7 @@ class PredictionSubscriber:
                     last = time.monotonic()
                     try:
                         yield Prediction.from_bytes(msg.value() or b"")
-                    except ValidationError as exc:
+                    except InvalidRecord as exc:
                         self.skipped += 1
                         log.warning("skipped a record that is not a Prediction at %s[%d]@%d: %s",
                                     msg.topic(), msg.partition(), msg.offset(), exc)

@@ -161,6 +161,9 @@ class ProcessingSettings(BaseModel):
         0.05, gt=0, le=60, description="Seconds between two transaction commits of a processor "
         "on the runtime: output becomes visible to read_committed readers at a commit, so this "
         "bounds their latency; shorter costs the broker more commits.")
+    metrics_log_seconds: float = Field(
+        30.0, gt=0, description="Seconds between two metrics lines of a processor on the "
+        "runtime (records/s, dead letters, batch and commit times, lag) in its log.")
     transaction_timeout_ms: int = Field(
         10_000, ge=1_000, le=900_000, description="How long the broker keeps a transaction of a "
         "crashed processor open before aborting it (read_committed readers of its partitions "

@@ -75,19 +75,50 @@ class Processor(Protocol):
 
 @dataclass
 class Metrics:
-    """What a runtime has done since it started (logged every ``log_every`` seconds)."""
+    """What a runtime did since its last report (logged every ``log_every`` seconds): records
+    and their rate, dead letters, batches and commits with their mean and longest times, and
+    the lag of its input at the report.
+
+    >>> m = Metrics(started=0.0)
+    >>> m.batch(500, 0.004); m.batch(300, 0.002); m.commit(0.003)
+    >>> print(m.line("features", lag=12, now=2.0))  # doctest: +NORMALIZE_WHITESPACE
+    features: 800 records (400/s), 0 dead letters, 2 batches (mean 3.0 ms, max 4.0 ms),
+    1 commits (mean 3.0 ms, max 3.0 ms), lag 12, busy 0 %
+    """
 
     records: int = 0
     dead_letters: int = 0
+    batches: int = 0
+    batch_seconds: float = 0.0
+    batch_max: float = 0.0
     commits: int = 0
-    busy_seconds: float = 0.0
+    commit_seconds: float = 0.0
+    commit_max: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
-    def line(self, name: str) -> str:
-        elapsed = max(1e-9, time.monotonic() - self.started)
+    def batch(self, records: int, seconds: float) -> None:
+        self.records += records
+        self.batches += 1
+        self.batch_seconds += seconds
+        self.batch_max = max(self.batch_max, seconds)
+
+    def commit(self, seconds: float) -> None:
+        self.commits += 1
+        self.commit_seconds += seconds
+        self.commit_max = max(self.commit_max, seconds)
+
+    def line(self, name: str, lag: int | None, now: float | None = None) -> str:
+        elapsed = max(1e-9, (time.monotonic() if now is None else now) - self.started)
+        busy = self.batch_seconds + self.commit_seconds
+
+        def times(n: int, total: float, longest: float) -> str:
+            return f"mean {1000 * total / max(1, n):.1f} ms, max {1000 * longest:.1f} ms"
+
         return (f"{name}: {self.records} records ({self.records / elapsed:.0f}/s), "
-                f"{self.dead_letters} dead letters, {self.commits} commits, busy "
-                f"{100 * self.busy_seconds / elapsed:.0f} %")
+                f"{self.dead_letters} dead letters, {self.batches} batches "
+                f"({times(self.batches, self.batch_seconds, self.batch_max)}), {self.commits} "
+                f"commits ({times(self.commits, self.commit_seconds, self.commit_max)}), "
+                f"lag {'?' if lag is None else lag}, busy {100 * busy / elapsed:.0f} %")
 
 
 class Runtime:
@@ -105,6 +136,7 @@ class Runtime:
         self.stopping = threading.Event()
         p = settings.processing
         self._dead_letters = settings.topic("dead-letters")
+        self._names = {key: settings.topic(key) for key in topology.TOPIC_KEYS}
         self._in_transaction = False
         self._transaction_started = 0.0
         self._touched: set[tuple[str, int]] = set()  # partitions read in this transaction
@@ -119,14 +151,20 @@ class Runtime:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
+            "client.id": f"{processor.name}-consumer",
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 3_000,
             "fetch.wait.max.ms": 100,
         })
         self.producer = Producer(producer_config(
             settings, **{"transactional.id": self.transactional_id,
+                         "client.id": f"{processor.name}-producer",
                          "transaction.timeout.ms": p.transaction_timeout_ms,
-                         "linger.ms": 2,
+                         # Output becomes visible at the commit, which sends what is queued
+                         # at once: lingering until then (or until a batch is full) makes
+                         # one produce request per commit instead of one per partition every
+                         # few ms (bench/README.md: the broker's cost is per request).
+                         "linger.ms": 1000,
                          # A transaction begun right after a commit is refused while the broker
                          # completes the last one; librdkafka's default 100 ms back-off before
                          # the retry was most of a commit's latency (bench/passthrough.py).
@@ -154,27 +192,41 @@ class Runtime:
         tick = getattr(self.processor, "tick", None)
         try:
             while not self.stopping.is_set():
-                messages = self.consumer.consume(p.batch_size, timeout=p.batch_within)
+                messages = self._next_batch(p.batch_size, p.batch_within)
                 if messages:
                     began = time.monotonic()
                     self._process(messages)
-                    self.metrics.busy_seconds += time.monotonic() - began
+                    self.metrics.batch(len(messages), time.monotonic() - began)
                 if tick is not None and time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
                     self._tick(tick)
                 if self._in_transaction and (
                         time.monotonic() - self._transaction_started >= p.commit_interval):
                     self._commit()
-                if time.monotonic() - last_log >= 30:
+                if time.monotonic() - last_log >= p.metrics_log_seconds:
                     last_log = time.monotonic()
-                    log.info(self.metrics.line(self.processor.name))
+                    log.info(self.metrics.line(self.processor.name, self._lag()))
+                    self.metrics = Metrics()
             if self._in_transaction:
                 self._commit()
+            log.info(self.metrics.line(self.processor.name, self._lag()))  # the last report
         except BaseException:
             self._abort()
             raise
         finally:
             self.consumer.close()
+
+    def _next_batch(self, size: int, wait: float) -> list[Message]:
+        """What librdkafka has fetched, up to `size`: waits up to `wait` for the first record
+        only, so a record never waits for a batch to fill (consume(size, wait) would hold the
+        first one until `size` came or `wait` passed)."""
+        messages = self.consumer.consume(size, timeout=0)
+        if not messages:
+            first = self.consumer.poll(wait)
+            if first is None:
+                return []
+            messages = [first, *self.consumer.consume(size - 1, timeout=0)]
+        return messages
 
     def _begin(self) -> None:
         if not self._in_transaction:
@@ -191,7 +243,7 @@ class Runtime:
         if outs or any(store.has_changes for store in self.stores.values()):
             self._begin()
             for out in outs:
-                self._emit(self.settings.topic(out.topic), out.key, out.value, out.partition)
+                self._emit(self._names[out.topic], out.key, out.value, out.partition)
 
     def _process(self, messages: list[Message]) -> None:
         self._begin()
@@ -199,6 +251,9 @@ class Runtime:
         if begin_batch is not None:
             begin_batch()
         now = time.time()
+        # Locals: this loop runs once per record of every processor.
+        topics, names, touched, emit = self.topics, self._names, self._touched, self._emit
+        handle, stores = self.processor.handle, self.stores if self.state_topic else None
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -206,29 +261,27 @@ class Runtime:
                     raise KafkaException(error)
                 log.warning("%s consumer: %s", self.processor.name, error)
                 continue
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            record = Incoming(self.topics[topic], partition, offset, msg.key(), msg.value(),
+            topic, partition = msg.topic(), msg.partition()
+            record = Incoming(topics[topic], partition, msg.offset(), msg.key(), msg.value(),
                               now)
-            store = self.stores.get(partition) if self.state_topic else None
+            store = stores.get(partition) if stores is not None else None
             if store is not None:
                 store.begin()
             try:
-                outs = list(self.processor.handle(record, store))
+                outs = list(handle(record, store))
             except Exception as exc:  # the record's failure: one dead letter, nothing else
                 if store is not None:
                     store.undo()
                 self.metrics.dead_letters += 1
-                letter = DeadLetter.of(self.processor.name, topic, partition, offset, msg.key(),
-                                       msg.value(), failure_reason(exc))
-                self._emit(self._dead_letters, letter.source_topic, letter.to_bytes())
+                letter = DeadLetter.of(self.processor.name, topic, partition, record.offset,
+                                       record.key, record.value, failure_reason(exc))
+                emit(self._dead_letters, letter.source_topic, letter.to_bytes())
             else:
                 if store is not None:
                     store.commit_record()
                 for out in outs:
-                    self._emit(self.settings.topic(out.topic), out.key, out.value,
-                               out.partition)
-            self._touched.add((topic, partition))
-            self.metrics.records += 1
+                    emit(names[out.topic], out.key, out.value, out.partition)
+            touched.add((topic, partition))
 
     def _emit(self, topic: str, key: bytes | str | None, value: bytes | None,
               partition: int | None = None) -> None:
@@ -261,6 +314,7 @@ class Runtime:
 
     def _commit(self) -> None:
         """Output, state changes and input offsets, in one transaction."""
+        began = time.monotonic()
         if self.state_topic is not None:
             for partition, store in self.stores.items():
                 for key, value in store.take_changes().items():
@@ -279,7 +333,20 @@ class Runtime:
             raise
         self._in_transaction = False
         self._touched.clear()
-        self.metrics.commits += 1
+        self.metrics.commit(time.monotonic() - began)
+
+    def _lag(self) -> int | None:
+        """Records of the assigned input not read yet, from librdkafka's cached watermarks."""
+        try:
+            positions = self.consumer.position(self.consumer.assignment())
+            lag = 0
+            for tp in positions:
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    lag += max(0, high - tp.offset)
+            return lag
+        except KafkaException:
+            return None
 
     def _abort(self) -> None:
         if not self._in_transaction:

@@ -184,7 +184,7 @@ def test_models_commands_write_deployments_and_the_sink_records_them(
 
         versions = wait_for(
             lambda: rows("SELECT model, version, parent, created_at, reason, training_start, "
-                         "training_end, signature FROM model_versions ORDER BY created_at"),
+                         "training_end, signature FROM model_versions ORDER BY training_start"),
             lambda r: len(r) == 3, 30, "three model_versions rows")
         assert [(r["model"], r["version"], r["parent"], utc(r["created_at"]), r["reason"],
                  r["training_start"], r["training_end"], r["signature"]) for r in versions] == [

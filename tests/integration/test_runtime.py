@@ -3,6 +3,8 @@ uncommitted, and the input is served again, exactly once, once the fault is gone
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 
 import pytest
@@ -52,7 +54,8 @@ def run_in_thread(runtime: Runtime) -> tuple[threading.Thread, list[BaseExceptio
     return thread, failures
 
 
-def test_refused_output_stops_the_batch_uncommitted(stack_settings: Settings) -> None:
+def test_refused_output_stops_the_batch_uncommitted(stack_settings: Settings,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
     settings = stack_settings
     ensure_topics(settings)
     features_topic, raw_topic = settings.topic("features"), settings.topic("raw")
@@ -78,6 +81,9 @@ def test_refused_output_stops_the_batch_uncommitted(stack_settings: Settings) ->
 
     # The fault goes; the same input is served again, each record exactly once.
     set_max_message_bytes(settings, features_topic, 1_048_576)
+    settings = settings.model_copy(update={"processing": settings.processing.model_copy(
+        update={"metrics_log_seconds": 0.5})})
+    caplog.set_level(logging.INFO, logger="driftway.io.runtime")
     runtime = Runtime(settings, Features(), instance="refused")
     thread, failures = run_in_thread(runtime)
     try:
@@ -89,3 +95,7 @@ def test_refused_output_stops_the_batch_uncommitted(stack_settings: Settings) ->
     assert not failures
     vectors = read_messages(settings, "features")
     assert len(vectors) == 50 == len(ids)
+    # Its metrics lines: the 50 records over the reports, and no lag once caught up.
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("features: ")]
+    counted = [int(re.match(r"features: (\d+) records", line).group(1)) for line in lines]
+    assert sum(counted) == 50 and ", lag 0, " in lines[-1], lines

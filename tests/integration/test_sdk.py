@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from driftway import sdk
-from driftway.io.kafka import ensure_topics
-from driftway.schemas.events import Label, RawEvent
+from driftway.consumers.subscriber import PredictionSubscriber
+from driftway.io.kafka import ensure_topics, make_producer
+from driftway.schemas.events import Label, Prediction, RawEvent
 from driftway.settings import Settings
 from tests.integration.helpers import read_messages
 
@@ -49,3 +51,19 @@ def test_an_invalid_record_raises_and_nothing_is_sent(stack_settings: Settings) 
                 getattr(producer, send)(payload)
         assert producer.sent == 0
     assert read_messages(settings, "raw") == [] and read_messages(settings, "labels") == []
+
+
+def test_the_subscriber_yields_predictions_and_skips_what_is_not_one(
+        stack_settings: Settings) -> None:
+    settings = stack_settings
+    ensure_topics(settings)
+    good = Prediction(event_id="p1", entity_id="u1", ts=datetime.now(UTC), model="m",
+                      version="v", prediction=True, score=0.9, latency_ms=1.0,
+                      received_at=1.0, predicted_at=2.0)
+    producer = make_producer(settings)
+    for value in (b'{"not": "a prediction"}', b"\xff", good.to_bytes()):
+        producer.produce(settings.topic("predictions"), key=b"u1", value=value)
+    assert producer.flush(30) == 0
+    subscriber = PredictionSubscriber(settings, from_beginning=True, idle_timeout=5)
+    seen = list(subscriber)
+    assert seen == [good] and subscriber.skipped == 2
