@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 import time
 from collections import defaultdict
@@ -23,7 +22,6 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DataError
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from driftway.io.clickhouse import (
     OFFSET_COLUMNS,
@@ -35,47 +33,91 @@ from driftway.io.clickhouse import (
     ensure_schema,
     run_query,
 )
-from driftway.io.kafka import client_config
+from driftway.io.runtime import Incoming, Out, run_processor
 from driftway.schemas.events import DeadLetter, failure_reason
 from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def message_dead_letter(msg: Message, error: str) -> DeadLetter:
-    """A dead letter for a record the sink could not decode."""
-    return DeadLetter.of("sink", msg.topic(), msg.partition(), msg.offset(), msg.key(),
-                         msg.value(), error)
-
-
 class ClickHouseSink:
-    """Consumes the monitored topics and writes each batch with one insert per table.
+    """The sink, a processor on the runtime: records in, rows out at each commit.
+
+    `handle` turns each record into its table's row (or, if it does not decode, a dead_letters
+    row under its own coordinates) and keeps it; `flush`, which the runtime calls before each
+    commit, inserts what it kept with one insert per table. So offsets are committed only after
+    the insert succeeded, and `resume_at` starts each assigned partition after the highest
+    offset ClickHouse already holds, so a batch inserted but not committed before a crash is not
+    inserted again. The sink stores its own dead letters directly: resuming from stored offsets
+    then skips a record that failed too, where producing them to the dead-letter topic in an
+    aborted transaction would lose them. A record its table has no row for (a publish request
+    on the training topic) is skipped and committed.
 
     `reader` is the connection that answers read-only queries (default: `client`). On chDB, a
     write refused in read-only mode leaves its connection read-only, so the sink's own inserts
     must not share a connection with user queries.
     """
 
+    name = "sink"
+
     def __init__(self, settings: Settings, client: Client, reader: Client | None = None) -> None:
         self.settings = settings
         self.client = client
         self.reader = reader or client
         self.db = settings.clickhouse_database
-        self.specs: dict[str, TableSpec] = {settings.topic(s.topic_key): s for s in SINK_TABLES}
+        self.specs: dict[str, TableSpec] = {s.topic_key: s for s in SINK_TABLES}
         self.columns = {s.table: [*s.columns, *OFFSET_COLUMNS] for s in SINK_TABLES}
+        self.names = {s.topic_key: settings.topic(s.topic_key) for s in SINK_TABLES}
         self.lock = threading.Lock()  # one chDB engine: queries and inserts take turns
-        self.stop_requested = threading.Event()
         self.rows_written = 0
-        self._consumer = Consumer({
-            **client_config(settings),
-            "group.id": f"{settings.app_id}-sink",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-            # A crashed sink's partitions go to its successor after 10 s (the default is 45 s).
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 3_000,
-        })
+        self.pending: dict[str, list[list[Any]]] = defaultdict(list)
+        self.payloads: dict[str, list[bytes | None]] = defaultdict(list)  # beside each row
+        self.commit_interval = settings.sink.flush_seconds
+        self.commit_records = settings.sink.batch_size
+
+    # -- the processor ------------------------------------------------------------------
+
+    def handle(self, record: Incoming, store: object = None) -> list[Out]:
+        """Keep the record's row for the next flush (a dead-letter row if it does not decode)."""
+        spec = self.specs[record.topic]
+        coordinates = [self.names[record.topic], record.partition, record.offset]
+        try:  # any failure of one record is its dead letter, never the batch's
+            row = spec.to_row(spec.decode(record.value or b""))
+        except Exception as exc:
+            letter = self._dead_letter(record, f"sink: {failure_reason(exc)}")
+            self.pending["dead_letters"].append(dead_letter_row(letter) + coordinates)
+            return []
+        if row is not None:
+            self.pending[spec.table].append(row + coordinates)
+            self.payloads[spec.table].append(record.value)
+        return []
+
+    def flush(self) -> list[Out]:
+        """Insert what was kept, one insert per table; rows a table refuses become dead
+        letters (found by halving)."""
+        pending, self.pending = self.pending, defaultdict(list)
+        payloads, self.payloads = self.payloads, defaultdict(list)
+        letters: list[list[Any]] = []
+        for table, rows in pending.items():
+            if table != "dead_letters":
+                self._insert_or_refuse(table, rows, payloads[table], letters)
+        dead = pending.get("dead_letters", []) + letters
+        if dead:
+            self._insert("dead_letters", dead, self.columns["dead_letters"])
+        self.rows_written += sum(len(r) for r in pending.values())  # refused rows: dead letters
+        return []
+
+    def abort(self) -> None:
+        self.pending, self.payloads = defaultdict(list), defaultdict(list)  # read again
+
+    def resume_at(self, assigned: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        stored = self.stored_offsets()
+        resume = {(key, partition): stored[(self.names[key], partition)] + 1
+                  for key, partition in assigned if (self.names[key], partition) in stored}
+        log.info("sink resumes %s", sorted(resume.items()) or "from committed offsets")
+        return resume
+
+    # -- ClickHouse -----------------------------------------------------------------------
 
     def stored_offsets(self) -> dict[tuple[str, int], int]:
         """Highest offset already in ClickHouse, per source topic and partition."""
@@ -86,71 +128,34 @@ class ClickHouseSink:
             rows = self.client.query(sql).result_rows
         return {(t, int(p)): int(o) for t, p, o in rows}
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        stored = self.stored_offsets()
-        for tp in partitions:
-            if (tp.topic, tp.partition) in stored:
-                tp.offset = stored[(tp.topic, tp.partition)] + 1
-        consumer.assign(partitions)
-        log.info("sink assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
+    def rows(self, records: Sequence[Incoming]) -> dict[str, list[list[Any]]]:
+        """The rows these records make per table, dead letters included (nothing inserted)."""
+        for record in records:
+            self.handle(record)
+        rows, self.pending, self.payloads = self.pending, defaultdict(list), defaultdict(list)
+        return dict(rows)
 
-    def decode(self, messages: Sequence[Message]) -> dict[str, list[list[Any]]]:
-        """Rows per table; what does not decode becomes a dead_letters row.
-
-        The sink stores its own dead letters directly, under the coordinates of the record that
-        failed: resuming from stored offsets then skips that record too, where producing them to
-        the dead-letter topic would repeat them on every redelivery. A record its table has no
-        row for (a publish request on the training topic) is skipped; `write` still commits it.
-        """
-        rows: dict[str, list[list[Any]]] = defaultdict(list)
-        for msg in messages:
-            spec = self.specs[msg.topic()]
-            coordinates = [msg.topic(), msg.partition(), msg.offset()]
-            try:  # any failure of one record is its dead letter, never the batch's
-                row = spec.to_row(spec.decode(msg.value() or b""))
-            except Exception as exc:
-                letter = message_dead_letter(msg, f"sink: {failure_reason(exc)}")
-                rows["dead_letters"].append(dead_letter_row(letter) + coordinates)
-                continue
-            if row is not None:
-                rows[spec.table].append(row + coordinates)
-        return rows
-
-    def write(self, messages: Sequence[Message]) -> None:
-        """Insert one batch, then commit its offsets (skipped records' included)."""
-        rows = self.decode(messages)
-        letters: list[list[Any]] = []
-        for table, table_rows in rows.items():
-            if table != "dead_letters":
-                self._insert_or_refuse(table, table_rows, messages, letters)
-        dead = rows.get("dead_letters", []) + letters
-        if dead:
-            self._insert("dead_letters", dead, self.columns["dead_letters"])
-        self.rows_written += sum(len(r) for r in rows.values())  # refused rows: dead letters
-        ends: dict[tuple[str, int], int] = {}
-        for msg in messages:
-            key = (msg.topic(), msg.partition())
-            ends[key] = max(ends.get(key, -1), msg.offset() + 1)
-        self._consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()], asynchronous=False)
+    def _dead_letter(self, record: Incoming, error: str) -> DeadLetter:
+        return DeadLetter.of("sink", self.names[record.topic], record.partition,
+                             record.offset, record.key, record.value, error)
 
     def _insert_or_refuse(self, table: str, rows: list[list[Any]],
-                          messages: Sequence[Message],
-                          letters: list[list[Any]]) -> None:
+                          payloads: list[bytes | None], letters: list[list[Any]]) -> None:
         """Insert rows; when values do not fit the table's columns (a negative count for a
         UInt64, say), find the rows at fault by halving, and make each a dead letter."""
         try:
             self._insert(table, rows, self.columns[table])
         except DataError as exc:
             if len(rows) == 1:
-                where = tuple(rows[0][-3:])  # the row's Kafka coordinates; rare: a scan will do
-                msg = next(m for m in messages if (m.topic(), m.partition(), m.offset()) == where)
-                letter = message_dead_letter(msg, f"sink: {table} refused the row: {exc}")
+                topic, partition, offset = rows[0][-3:]
+                letter = DeadLetter.of("sink", topic, partition, offset, None, payloads[0],
+                                       f"sink: {table} refused the row: {exc}")
                 letters.append(dead_letter_row(letter) + rows[0][-3:])
+                log.warning("%s refused the row of %s[%d]@%d", table, topic, partition, offset)
                 return
             half = len(rows) // 2
-            self._insert_or_refuse(table, rows[:half], messages, letters)
-            self._insert_or_refuse(table, rows[half:], messages, letters)
+            self._insert_or_refuse(table, rows[:half], payloads[:half], letters)
+            self._insert_or_refuse(table, rows[half:], payloads[half:], letters)
 
     def _insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
         for attempt in range(5):
@@ -165,31 +170,6 @@ class ClickHouseSink:
                     raise
                 log.exception("insert into %s failed; retrying", table)
                 time.sleep(0.5 * 2**attempt)
-
-    def run(self) -> None:
-        """Consume and write until stop_requested; then write what is pending and leave."""
-        cfg = self.settings.sink
-        self._consumer.subscribe(list(self.specs), on_assign=self._on_assign)
-        pending: list[Message] = []
-        deadline = time.monotonic() + cfg.flush_seconds
-        try:
-            while not self.stop_requested.is_set():
-                wait = max(0.0, min(0.2, deadline - time.monotonic()))
-                for msg in self._consumer.consume(cfg.batch_size - len(pending), timeout=wait):
-                    err = msg.error()
-                    if err is None:
-                        pending.append(msg)
-                    elif err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer error: %s", err)
-                if pending and (len(pending) >= cfg.batch_size or time.monotonic() >= deadline):
-                    self.write(pending)
-                    pending = []
-                if time.monotonic() >= deadline:
-                    deadline = time.monotonic() + cfg.flush_seconds
-            if pending:
-                self.write(pending)
-        finally:
-            self._consumer.close()
 
     def query(self, sql: str) -> QueryResult:
         """A read-only query on this sink's engine."""
@@ -227,7 +207,7 @@ def serve_queries(sink: ClickHouseSink, port: int) -> ThreadingHTTPServer:
     return server
 
 
-def main(settings: Settings) -> None:
+def main(settings: Settings, instance: str | None = None) -> None:
     """Run the sink in the foreground until SIGTERM or Ctrl-C."""
     import os
 
@@ -236,8 +216,6 @@ def main(settings: Settings) -> None:
                   settings.sink.rollup_ttl_days)
     reader = connect(settings) if settings.embedded_clickhouse else None
     sink = ClickHouseSink(settings, client, reader)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: sink.stop_requested.set())
     server = None
     endpoint = query_endpoint_file(settings)
     if settings.embedded_clickhouse:
@@ -245,7 +223,7 @@ def main(settings: Settings) -> None:
         endpoint.parent.mkdir(parents=True, exist_ok=True)
         endpoint.write_text(json.dumps({"pid": os.getpid(), "port": server.server_address[1]}))
     try:
-        sink.run()
+        run_processor(settings, sink, instance)
     finally:
         if server is not None:
             server.shutdown()

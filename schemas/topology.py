@@ -73,7 +73,7 @@ class Processor:
     writes: tuple[str, ...]
     command: tuple[str, ...]
     #: How it runs: on the processor runtime (driftway.io.runtime), as a faust agent, or in a
-    #: loop of its own (the learner's ordered replay, the ClickHouse sink).
+    #: loop of its own (the learner's ordered replay).
     runs_on: Literal["runtime", "faust", "own"] = "own"
     #: Its changelog topic, when it keeps state per input partition (on the runtime).
     state: str | None = None
@@ -124,9 +124,10 @@ PROCESSORS: tuple[Processor, ...] = (
               writes=(*REGISTRY, "metrics", "drift", "dead-letters"), command=("learner",)),
     Processor("drift", reads=("served",), writes=("drift", "dead-letters"), command=("drift",),
               runs_on="runtime"),
-    # The sink reads every topic that has a table; it writes ClickHouse, not Kafka.
+    # The sink reads every topic that has a table; it writes ClickHouse (and Kafka nothing but
+    # its input offsets, in the runtime's transactions).
     Processor("sink", reads=tuple(t.key for t in TOPICS if t.table), writes=(),
-              command=("sink",)),
+              command=("sink",), runs_on="runtime"),
 )
 
 TOPIC_KEYS: tuple[str, ...] = tuple(t.key for t in TOPICS)

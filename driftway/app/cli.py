@@ -161,14 +161,15 @@ def drift(ctx: click.Context, instance: str | None) -> None:
 
 
 @cli.command()
+@instance_option
 @click.pass_context
-def sink(ctx: click.Context) -> None:
+def sink(ctx: click.Context, instance: str | None) -> None:
     """Write every monitored topic into its ClickHouse table."""
     from driftway.consumers import sink as sink_module
     from driftway.io.clickhouse import EngineBusy
 
     try:
-        sink_module.main(settings_of(ctx))
+        sink_module.main(settings_of(ctx), instance)
     except EngineBusy as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -64,7 +64,23 @@ class Out(NamedTuple):
 
 
 class Processor(Protocol):
-    """What a processor module gives the runtime."""
+    """What a processor module gives the runtime.
+
+    Besides `handle`, a processor may define (the runtime looks them up):
+
+    - ``start()``: once, before the first record (scoring waits for something to serve);
+    - ``begin_batch()``: before each batch (scoring takes the current serving set);
+    - ``tick(now, stores)``: once a second, the records a timer makes (feedback's expiry);
+    - ``flush()``: before each commit, writes what it keeps for a store outside Kafka and
+      returns the records to write with the commit (the sink inserts into ClickHouse); if it
+      raises, the transaction is aborted and the process ends;
+    - ``abort()``: a transaction was aborted: forget what the next flush would have written;
+    - ``resume_at(assigned)``: on assignment, the offsets to read the given (topic key,
+      partition) pairs from instead of the committed ones (the sink resumes after what
+      ClickHouse holds);
+    - ``commit_interval`` / ``commit_records``: seconds and records per transaction, instead
+      of ``processing.commit_interval`` and no limit.
+    """
 
     name: str
 
@@ -140,6 +156,8 @@ class Runtime:
         self._in_transaction = False
         self._transaction_started = 0.0
         self._touched: set[tuple[str, int]] = set()  # partitions read in this transaction
+        self._transaction_records = 0
+        self._closed = False
         self._errors: list[str] = []  # deliveries that failed (reported for failures only)
         group = f"{settings.app_id}-{processor.name}"
         # The same id after a restart: initialising it fences the crashed instance and aborts
@@ -178,6 +196,12 @@ class Runtime:
     def stop(self) -> None:
         self.stopping.set()
 
+    def close(self) -> None:
+        """Leave the group (for a runtime that never ran; `run` closes its own)."""
+        if not self._closed:
+            self._closed = True
+            self.consumer.close()
+
     def run(self) -> None:
         p = self.settings.processing
         self.producer.init_transactions(30)
@@ -190,6 +214,8 @@ class Runtime:
                  self.transactional_id)
         last_log = last_tick = time.monotonic()
         tick = getattr(self.processor, "tick", None)
+        interval = getattr(self.processor, "commit_interval", p.commit_interval)
+        most = getattr(self.processor, "commit_records", None) or float("inf")
         try:
             while not self.stopping.is_set():
                 messages = self._next_batch(p.batch_size, p.batch_within)
@@ -197,11 +223,13 @@ class Runtime:
                     began = time.monotonic()
                     self._process(messages)
                     self.metrics.batch(len(messages), time.monotonic() - began)
+                    self._transaction_records += len(messages)
                 if tick is not None and time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
                     self._tick(tick)
                 if self._in_transaction and (
-                        time.monotonic() - self._transaction_started >= p.commit_interval):
+                        time.monotonic() - self._transaction_started >= interval
+                        or self._transaction_records >= most):
                     self._commit()
                 if time.monotonic() - last_log >= p.metrics_log_seconds:
                     last_log = time.monotonic()
@@ -214,7 +242,7 @@ class Runtime:
             self._abort()
             raise
         finally:
-            self.consumer.close()
+            self.close()
 
     def _next_batch(self, size: int, wait: float) -> list[Message]:
         """What librdkafka has fetched, up to `size`: waits up to `wait` for the first record
@@ -315,6 +343,10 @@ class Runtime:
     def _commit(self) -> None:
         """Output, state changes and input offsets, in one transaction."""
         began = time.monotonic()
+        flush = getattr(self.processor, "flush", None)
+        if flush is not None:
+            for out in flush():
+                self._emit(self._names[out.topic], out.key, out.value, out.partition)
         if self.state_topic is not None:
             for partition, store in self.stores.items():
                 for key, value in store.take_changes().items():
@@ -333,6 +365,7 @@ class Runtime:
             raise
         self._in_transaction = False
         self._touched.clear()
+        self._transaction_records = 0
         self.metrics.commit(time.monotonic() - began)
 
     def _lag(self) -> int | None:
@@ -352,6 +385,10 @@ class Runtime:
         if not self._in_transaction:
             return
         self._in_transaction = False
+        self._transaction_records = 0
+        abort = getattr(self.processor, "abort", None)
+        if abort is not None:
+            abort()
         try:
             self.producer.abort_transaction(10)
         except KafkaException as exc:
@@ -360,7 +397,13 @@ class Runtime:
 
     # -- rebalances -------------------------------------------------------------------------
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        resume_at = getattr(self.processor, "resume_at", None)
+        if resume_at is not None:
+            offsets = resume_at([(self.topics[tp.topic], tp.partition) for tp in partitions])
+            for tp in partitions:
+                tp.offset = offsets.get((self.topics[tp.topic], tp.partition), tp.offset)
+            consumer.assign(partitions)
         if self.state_topic is None:
             return
         numbers = sorted({tp.partition for tp in partitions} - set(self.stores))

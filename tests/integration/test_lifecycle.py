@@ -22,6 +22,7 @@ from driftway.consumers.sink import ClickHouseSink
 from driftway.io.broker import LocalBroker, free_port
 from driftway.io.clickhouse import connect, ensure_schema
 from driftway.io.kafka import ensure_topics
+from driftway.io.runtime import Runtime
 from driftway.schemas.events import Prediction
 from driftway.sdk import DeliveryError, EventProducer, InvalidRecord
 from driftway.settings import KafkaSettings, Settings
@@ -97,10 +98,11 @@ def prediction(i: int) -> bytes:
                       received_at=now, predicted_at=now).to_bytes()
 
 
-def run_sink(sink: ClickHouseSink) -> threading.Thread:
-    thread = threading.Thread(target=sink.run, daemon=True)
+def run_sink(sink: ClickHouseSink) -> tuple[Runtime, threading.Thread]:
+    runtime = Runtime(sink.settings, sink, instance=sink.settings.app_id)
+    thread = threading.Thread(target=runtime.run, daemon=True)
     thread.start()
-    return thread
+    return runtime, thread
 
 
 def test_sink_writes_each_record_once_even_when_redelivered(
@@ -130,15 +132,15 @@ def test_sink_writes_each_record_once_even_when_redelivered(
     second = ClickHouseSink(settings.model_copy(update={"app_id": settings.app_id + "-again"}),
                             client)
     second.lock = first.lock
-    thread = run_sink(first)
+    runtime, thread = run_sink(first)
     wait_for(stored, lambda c: c == (50, 1), 60, "the first sink to store the batch")
-    first.stop_requested.set()
+    runtime.stop()
     thread.join(30)
 
     # A sink in a new consumer group has no committed offsets: Kafka redelivers everything.
-    thread = run_sink(second)
+    runtime, thread = run_sink(second)
     time.sleep(4)
-    second.stop_requested.set()
+    runtime.stop()
     thread.join(30)
     assert stored() == (50, 1)  # not even before merges or FINAL: nothing inserted twice
     letter = client.query("SELECT processor, error, payload FROM driftway.dead_letters "

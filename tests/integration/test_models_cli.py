@@ -22,6 +22,7 @@ from driftway.io.clickhouse import connect, ensure_schema
 from driftway.io.kafka import ensure_topics, make_producer, produce
 from driftway.io.keys import with_signing_key
 from driftway.io.registry import ModelRegistry
+from driftway.io.runtime import Runtime
 from driftway.logic.artifacts import build_version
 from driftway.logic.models import make_model
 from driftway.logic.registry import publish_version
@@ -242,7 +243,8 @@ def test_sink_skips_publish_requests_and_commits_past_them(
     client = connect(settings)
     ensure_schema(client, "driftway")
     sink = ClickHouseSink(settings, client)
-    thread = threading.Thread(target=sink.run, daemon=True)
+    runtime = Runtime(settings, sink)
+    thread = threading.Thread(target=runtime.run, daemon=True)
     thread.start()
 
     def stored() -> list[tuple[Any, ...]]:
@@ -259,7 +261,7 @@ def test_sink_skips_publish_requests_and_commits_past_them(
         wait_for(lambda: committed(settings, topic), lambda offset: offset == 4, 60,
                  "the sink to commit all four records")
     finally:
-        sink.stop_requested.set()
+        runtime.stop()
         thread.join(30)
     rows = stored()
     client.close()
