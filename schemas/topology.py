@@ -73,7 +73,7 @@ class Processor:
     writes: tuple[str, ...]
     command: tuple[str, ...]
     #: How it runs: on the processor runtime (driftway.io.runtime), as a faust agent, or in a
-    #: loop of its own (the learner's ordered replay).
+    #: loop of its own.
     runs_on: Literal["runtime", "faust", "own"] = "own"
     #: Its changelog topic, when it keeps state per input partition (on the runtime).
     state: str | None = None
@@ -121,7 +121,8 @@ PROCESSORS: tuple[Processor, ...] = (
               writes=("training", "feedback", "dead-letters", "feedback-state"),
               command=("worker", "feedback"), runs_on="runtime", state="feedback-state"),
     Processor("learner", reads=("training",),
-              writes=(*REGISTRY, "metrics", "drift", "dead-letters"), command=("learner",)),
+              writes=(*REGISTRY, "metrics", "drift", "dead-letters"), command=("learner",),
+              runs_on="runtime"),
     Processor("drift", reads=("served",), writes=("drift", "dead-letters"), command=("drift",),
               runs_on="runtime"),
     # The sink reads every topic that has a table; it writes ClickHouse (and Kafka nothing but

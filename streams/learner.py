@@ -1,26 +1,24 @@
-"""learner: the one ordered consumer of the training topic, on Kafka.
+"""learner: the one ordered consumer of the training topic, on the processor runtime.
 
 The learning itself — prequential evaluation, concept drift, the policy, publication — is
-``driftway.logic.learning.Learner``; this processor feeds it the training topic in order and writes
-what it produces: metrics, versions, deployments, drift events, dead letters.
+``driftway.logic.learning.Learner``; this processor feeds it the training topic in order and
+returns what it produces: metrics, versions, deployments, drift events, dead letters. The runtime
+writes them in transactions with the training offsets, so a version and the deployment that
+names it become visible together, and a crash leaves neither half of them behind.
 
 Recovery needs no checkpoint of its own: on start, each deployed line resumes from its latest
-published version and replays the training topic from that version's end offset. Models are
-deterministic functions of the examples they see, so the result equals an uninterrupted run.
+published version, and the runtime reads the training topic from that version's end offset
+(``resume_at``), not from the committed one. Models are deterministic functions of the examples
+they see, so the result equals an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
-
-from driftway.io.kafka import client_config, make_producer, produce
 from driftway.io.registry import ModelRegistry
+from driftway.io.runtime import Incoming, Out, run_processor
 from driftway.logic import artifacts
 from driftway.logic.learning import Learner, StepResult
 from driftway.logic.registry import (
@@ -34,58 +32,83 @@ from driftway.schemas.events import (
     Deployment,
     ModelVersion,
     decode_training,
-    failure_reason,
 )
+from driftway.schemas.topology import TOPIC_KEYS
 from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+class Emitted:
+    """Collects what the registry helpers emit (full topic names) as the runtime's records."""
 
-class LearnerService:
-    """The learner on Kafka: the training topic in; versions, metrics, drift events and
+    def __init__(self, settings: Settings) -> None:
+        self.keys = {settings.topic(key): key for key in TOPIC_KEYS}
+        self.outs: list[Out] = []
+
+    def __call__(self, topic: str, key: str | bytes | None, value: bytes) -> None:
+        self.outs.append(Out(self.keys[topic], key, value))
+
+    def take(self) -> list[Out]:
+        outs, self.outs = self.outs, []
+        return outs
+
+
+class LearnerProcessor:
+    """The learner on the runtime: the training topic in; versions, metrics, drift events and
     deployments out."""
+
+    name = "learner"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.learner = Learner(settings)
-        self.stop_requested = threading.Event()
         self.registry = ModelRegistry(settings, name="learner")
-        self.producer = make_producer(settings)
+        self.emit = Emitted(settings)
         self.applied: Deployment | None = None  # the last deployment by others that lines follow
-        self.position = 0
-        self.topic = settings.topic("training")
-        self._errors: list[str] = []
-        self.consumer = Consumer({
-            **client_config(settings),
-            "group.id": f"{settings.app_id}-learner",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        })
+        self.position = 0  # the next training offset
 
-    def emit(self, topic: str, key: str | bytes | None, value: bytes) -> None:
-        produce(self.producer, topic, key, value, self._on_delivery)
+    # -- the runtime's hooks ------------------------------------------------------------------
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            self._errors.append(str(err))
+    def start(self) -> list[Out]:
+        """Recover the lines (version zero if nothing is deployed); written before any record."""
+        self.position = self.recover()
+        log.info("learner reads the training topic from offset %d", self.position)
+        return self.emit.take()
 
-    def flush(self) -> None:
-        self.producer.flush()
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise RuntimeError(f"{len(errors)} records not delivered: {errors[:3]}")
+    def resume_at(self, assigned: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {tp: self.position for tp in assigned if tp == ("training", 0)}
+
+    def begin_batch(self) -> list[Out]:
+        """Deployments made by others apply between two training records..."""
+        self.follow_deployments()
+        return self.emit.take()
+
+    def tick(self, _now: float, _stores: object) -> list[Out]:
+        """...and while none come (a refused artifact is reported without waiting for one)."""
+        return self.begin_batch()
+
+    def handle(self, record: Incoming, store: object = None) -> list[Out]:
+        """Learn from one training record; whatever it raises makes it a dead letter."""
+        training = decode_training(record.value or b"")
+        result = self.learner.step(record.offset, training)
+        self.position = record.offset + 1
+        self.apply(result, record)
+        return self.emit.take()
+
+    def close(self) -> None:
+        self.registry.close()
+
+    # -- recovery and deployments -------------------------------------------------------------
 
     def recover(self) -> int:
         """Lines from the deployment (version zero if there is none); the offset to start at."""
         self.registry.catch_up()
         current = self.registry.deployments.get(self.learner.model_name)
-        if current is None:
+        if current is None:  # the version and its deployment commit together
             meta, artifact, deployment = self.learner.bootstrap()
             publish_version(self.emit, self.settings, meta, artifact)
-            self.flush()  # the version is on Kafka before any deployment names it
             write_deployment(self.emit, self.settings, deployment)
-            self.flush()
             self.registry.versions[meta.version] = meta
             return 0
         self.learner.deployment = current
@@ -146,19 +169,9 @@ class LearnerService:
             self.emit(self.settings.topic("dead-letters"), letter.source_topic, letter.to_bytes())
             log.error("%s; the learner goes on with the lines it has", refused)
 
-    def handle(self, msg: Message) -> None:
-        """Learn from one training record; one that fails is a dead letter, not the batch's."""
-        try:
-            record = decode_training(msg.value() or b"")
-            result = self.learner.step(msg.offset(), record)
-        except Exception as exc:
-            self._dead_letter(msg, failure_reason(exc))
-            return
-        self.apply(result, msg)
-
-    def apply(self, result: StepResult, msg: Message | None = None) -> None:
-        """Write what a step produced: metrics, versions (before the deployments naming
-        them), deployments, drift events, dead letters."""
+    def apply(self, result: StepResult, record: Incoming) -> None:
+        """What a step produced: metrics, versions (before the deployments naming them),
+        deployments, drift events, dead letters."""
         for metric in result.metrics:
             self.emit(self.settings.topic("metrics"), f"{metric.model}@{metric.version}",
                       metric.to_bytes())
@@ -166,25 +179,16 @@ class LearnerService:
             publish_version(self.emit, self.settings, published.meta, published.artifact)
             self.registry.versions[published.meta.version] = published.meta
             log.info("published %s (%s)", published.meta.version[:12], published.meta.reason)
-        if result.published and result.deployments:
-            # Versions and deployments go to different topics, delivered independently: a crash
-            # between them could leave a deployment naming a version that never arrived, and a
-            # learner that cannot recover. The versions are acknowledged first.
-            self.flush()
         for deployment in result.deployments:
             write_deployment(self.emit, self.settings, deployment)
             log.info("deployment: %s %s (%s)", deployment.action, deployment.version[:12],
                      deployment.reason)
         for event in result.drift:
             self.emit(self.settings.topic("drift"), event.model, event.to_bytes())
-        for reason in result.dead:
-            if msg is not None:
-                self._dead_letter(msg, reason)
-
-    def _dead_letter(self, msg: Message, reason: str) -> None:
-        letter = DeadLetter.of("learner", msg.topic(), msg.partition(), msg.offset(), msg.key(),
-                               msg.value(), reason)
-        self.emit(self.settings.topic("dead-letters"), letter.source_topic, letter.to_bytes())
+        for reason in result.dead:  # refused by the learner, not raised: its dead letter
+            letter = DeadLetter.of("learner", self.settings.topic(record.topic), record.partition,
+                                   record.offset, record.key, record.value, reason)
+            self.emit(self.settings.topic("dead-letters"), letter.source_topic, letter.to_bytes())
 
     def follow_deployments(self) -> None:
         """Apply deployments made by others (a person, the CLI) between two training records."""
@@ -195,40 +199,10 @@ class LearnerService:
         self.learner.follow(current)
         self._apply_deployment(current, at=self.position)
 
-    def run(self, on_batch: Callable[[], None] | None = None) -> None:
-        self.position = self.recover()
-        self.consumer.assign([TopicPartition(self.topic, 0, self.position)])
-        log.info("learner reading %s from offset %d", self.topic, self.position)
-        try:
-            while not self.stop_requested.is_set():
-                messages = self.consumer.consume(500, timeout=0.2)
-                for msg in messages:
-                    if msg.error() is not None:
-                        if msg.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("training consumer: %s", msg.error())
-                        continue
-                    self.handle(msg)
-                    self.position = msg.offset() + 1
-                if messages:
-                    self.flush()
-                    self.consumer.commit(
-                        offsets=[TopicPartition(self.topic, 0, self.position)],
-                        asynchronous=True)  # for lag monitoring; recovery uses versions
-                self.follow_deployments()
-                if on_batch is not None:
-                    on_batch()
-            self.flush()
-        finally:
-            self.consumer.close()
-            self.registry.close()
 
-
-def main(settings: Settings) -> None:
+def main(settings: Settings, instance: str | None = None) -> None:
     """Run the learner in the foreground until SIGTERM or Ctrl-C."""
     if not artifacts.deterministic_hashing():
         log.warning("PYTHONHASHSEED is not fixed: equal models may pickle differently, so a "
                     "replayed version could get a new id (run through `driftway learner`)")
-    service = LearnerService(settings)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: service.stop_requested.set())
-    service.run()
+    run_processor(settings, LearnerProcessor(settings), instance)

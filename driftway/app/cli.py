@@ -140,14 +140,15 @@ def worker_feedback(ctx: click.Context, instance: str | None) -> None:
 
 
 @cli.command()
+@instance_option
 @click.pass_context
-def learner(ctx: click.Context) -> None:
+def learner(ctx: click.Context, instance: str | None) -> None:
     """Learn from the training topic in its one order; evaluate and publish model versions."""
     fix_hash_seed()
     from driftway.io.keys import with_signing_key
     from driftway.streams import learner as learner_module
 
-    learner_module.main(with_signing_key(settings_of(ctx)))
+    learner_module.main(with_signing_key(settings_of(ctx)), instance)
 
 
 @cli.command()

@@ -69,7 +69,10 @@ class Processor(Protocol):
     Besides `handle`, a processor may define (the runtime looks them up):
 
     - ``start()``: once, before the first record (scoring waits for something to serve);
-    - ``begin_batch()``: before each batch (scoring takes the current serving set);
+    - ``start()`` may return records: written and committed before the first record is read
+      (the learner's version zero and its deployment);
+    - ``begin_batch()``: before each batch (scoring takes the current serving set), and the
+      records it returns are written with the batch (the learner follows deployments);
     - ``tick(now, stores)``: once a second, the records a timer makes (feedback's expiry);
     - ``flush()``: before each commit, writes what it keeps for a store outside Kafka and
       returns the records to write with the commit (the sink inserts into ClickHouse); if it
@@ -79,7 +82,8 @@ class Processor(Protocol):
       partition) pairs from instead of the committed ones (the sink resumes after what
       ClickHouse holds);
     - ``commit_interval`` / ``commit_records``: seconds and records per transaction, instead
-      of ``processing.commit_interval`` and no limit.
+      of ``processing.commit_interval`` and no limit;
+    - ``close()``: after the last commit, whatever the processor opened itself.
     """
 
     name: str
@@ -207,7 +211,12 @@ class Runtime:
         self.producer.init_transactions(30)
         start = getattr(self.processor, "start", None)
         if start is not None:
-            start()
+            outs = start()
+            if outs:  # what a processor writes before any record (the learner's version zero)
+                self._begin()
+                for out in outs:
+                    self._emit(self._names[out.topic], out.key, out.value, out.partition)
+                self._commit()
         self.consumer.subscribe(list(self.topics), on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("%s reading %s as %s", self.processor.name, ", ".join(self.topics),
@@ -243,6 +252,9 @@ class Runtime:
             raise
         finally:
             self.close()
+            close = getattr(self.processor, "close", None)
+            if close is not None:
+                close()
 
     def _next_batch(self, size: int, wait: float) -> list[Message]:
         """What librdkafka has fetched, up to `size`: waits up to `wait` for the first record
@@ -277,7 +289,8 @@ class Runtime:
         self._begin()
         begin_batch = getattr(self.processor, "begin_batch", None)
         if begin_batch is not None:
-            begin_batch()
+            for out in begin_batch() or ():
+                self._emit(self._names[out.topic], out.key, out.value, out.partition)
         now = time.time()
         # Locals: this loop runs once per record of every processor.
         topics, names, touched, emit = self.topics, self._names, self._touched, self._emit
