@@ -43,33 +43,29 @@ Entry = dict[str, Any]
 
 
 class FeedbackJoin:
-    """The join over a dict-like store of entries keyed by event id (a faust table's data).
+    """The join over a dict-like store of entries keyed by event id (a partition's store).
 
     Entries: ``served`` (waiting for a label), ``label`` (waiting for what was served), ``done``
     (joined; a repeat of either side is ignored or recorded as a duplicate label) and ``expired``
-    (unlabelled; a label now is late). Every change is listed in ``dirty`` so the caller can
-    write the changelog.
+    (unlabelled; a label now is late). The store records its own changes (the runtime's
+    ``Store`` writes them to the changelog with the batch's transaction).
     """
 
     def __init__(self, store: MutableMapping[str, Entry], window: float, max_pending: int) -> None:
         self.store = store
         self.window = window
         self.max_pending = max_pending
-        self.dirty: dict[str, int] = {}  # event id → partition, since the last take_dirty()
         self._order: OrderedDict[str, float] = OrderedDict()
         self.joined = 0
 
     def _set(self, event_id: str, entry: Entry) -> None:
         self.store[event_id] = entry
-        self.dirty[event_id] = entry["p"]
         self._order[event_id] = entry["t"]
         self._order.move_to_end(event_id)
 
     def _delete(self, event_id: str) -> None:
-        entry = self.store.pop(event_id, None)
+        self.store.pop(event_id, None)
         self._order.pop(event_id, None)
-        if entry is not None:
-            self.dirty[event_id] = entry["p"]
 
     def _index(self) -> None:
         """Order entries by time when the store holds some we did not put there (recovered from
@@ -78,10 +74,6 @@ class FeedbackJoin:
             self._order = OrderedDict(
                 (eid, entry["t"]) for eid, entry in sorted(self.store.items(),
                                                            key=lambda kv: kv[1]["t"]))
-
-    def take_dirty(self) -> dict[str, int]:
-        dirty, self.dirty = self.dirty, {}
-        return dirty
 
     def served(self, event_id: str, served_json: str, now: float, partition: int) -> list[Record]:
         """Record what was served; the training example if its label was waiting."""

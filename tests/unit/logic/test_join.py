@@ -36,7 +36,7 @@ def test_either_side_may_come_first_and_each_pair_joins_once() -> None:
     # Replays after a crash: served again is ignored, a second label is a duplicate.
     assert join.served("a", served("a"), now=4, partition=0) == []
     assert outcomes(join.label("a", label("a"), now=5, partition=0)) == ["duplicate_label"]
-    assert join.take_dirty() == {"a": 0, "b": 1}
+    assert {k: (e["s"], e["p"]) for k, e in store.items()} == {"a": ("done", 0), "b": ("done", 1)}
 
 
 def test_what_waits_too_long_is_recorded_not_dropped() -> None:
