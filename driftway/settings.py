@@ -297,6 +297,32 @@ class SinkSettings(BaseModel):
     )
 
 
+class AlertSettings(BaseModel):
+    """The alerts agent (faust-streaming): drift alarms counted per model in tumbling windows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    enabled: bool = Field(
+        False, description="Run the alerts agent in `driftway up` and the demo (it can always "
+        "run alone: `driftway run alerts`).")
+    window_seconds: float = Field(
+        3600.0, gt=0, le=7 * 24 * 3600, description="Length of the tumbling window in which a "
+        "model's drift alarms are counted.")
+    threshold: int = Field(
+        3, ge=1, description="Drift alarms on one model within one window that raise an alert "
+        "(once per window).")
+    webhook_url: SecretStr | None = Field(
+        None, description="Where each alert is POSTed as JSON (http or https; a secret: "
+        "webhook URLs carry tokens). Unset: alerts are logged only.")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("alerts.webhook_url must start with http:// or https://")
+        return v
+
+
 class Settings(BaseSettings):
     """All of Driftway's settings. Frozen: build once, pass in."""
 
@@ -334,6 +360,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     policy: PolicySettings = PolicySettings()
     sink: SinkSettings = SinkSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @field_validator("topic_prefix")
     @classmethod

@@ -3,8 +3,9 @@
 A topic has a key under the topic prefix, the record it carries (its JSON Schema is published),
 what its Kafka key is, its partitions, how long it keeps records (or compaction), and the
 ClickHouse table the sink writes it to. A processor names the topics it reads (as one consumer
-group, whose lag the live status shows) and writes, and the command that runs it. Settings (topic
-names), topic creation, the live status, the supervisor and the sink all derive from these two
+group, whose lag the live status shows) and writes, and the module that runs it (``driftway run
+<name>``): adding a processor is that module and its line here. Settings (topic names), topic
+creation, the live status, the supervisor, the CLI and the sink all derive from these two
 tuples; nothing else lists topics or processors.
 
 >>> from driftway.settings import Settings
@@ -71,12 +72,24 @@ class Processor:
     name: str
     reads: tuple[str, ...]
     writes: tuple[str, ...]
-    command: tuple[str, ...]
+    #: The module whose ``main(settings, instance)`` runs it (``driftway run <name>``).
+    module: str
     #: How it runs: on the processor runtime (driftway.io.runtime), as a faust agent, or in a
     #: loop of its own.
     runs_on: Literal["runtime", "faust", "own"] = "own"
-    #: Its changelog topic, when it keeps state per input partition (on the runtime).
+    #: Its changelog topic, when it keeps state per input partition.
     state: str | None = None
+    #: The settings section whose ``enabled`` turns it on in `driftway up` (None: always on).
+    enabled_by: str | None = None
+
+    def enabled(self, settings: Settings) -> bool:
+        """True when `driftway up` runs it with these settings."""
+        return self.enabled_by is None or bool(getattr(settings, self.enabled_by).enabled)
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        """Its command line after ``driftway``: one command runs any processor."""
+        return ("run", self.name)
 
     @property
     def joins_group(self) -> bool:
@@ -114,21 +127,27 @@ REGISTRY = ("model-versions", "model-artifacts", "deployments")
 
 PROCESSORS: tuple[Processor, ...] = (
     Processor("features", reads=("raw",), writes=("features", "dead-letters", "features-state"),
-              command=("worker", "features"), runs_on="runtime", state="features-state"),
+              module="driftway.streams.features", runs_on="runtime", state="features-state"),
     Processor("scoring", reads=("features",), writes=("predictions", "served", "dead-letters"),
-              command=("worker", "scoring"), runs_on="runtime"),
+              module="driftway.streams.scoring", runs_on="runtime"),
     Processor("feedback", reads=("served", "labels"),
               writes=("training", "feedback", "dead-letters", "feedback-state"),
-              command=("worker", "feedback"), runs_on="runtime", state="feedback-state"),
+              module="driftway.streams.feedback", runs_on="runtime", state="feedback-state"),
     Processor("learner", reads=("training",),
-              writes=(*REGISTRY, "metrics", "drift", "dead-letters"), command=("learner",),
-              runs_on="runtime"),
-    Processor("drift", reads=("served",), writes=("drift", "dead-letters"), command=("drift",),
-              runs_on="runtime"),
-    # The sink reads every topic that has a table; it writes ClickHouse (and Kafka nothing but
-    # its input offsets, in the runtime's transactions).
+              writes=(*REGISTRY, "metrics", "drift", "dead-letters"),
+              module="driftway.streams.learner", runs_on="runtime"),
+    Processor("drift", reads=("served",), writes=("drift", "dead-letters"),
+              module="driftway.streams.drift", runs_on="runtime"),
+    # A few drift events an hour: a faust agent with a windowed table, not the runtime. Its
+    # table's changelog is faust's own (`<app_id>-alerts-drift-alarms-changelog`, declared by
+    # faust): the one topic not listed here.
+    Processor("alerts", reads=("drift",), writes=(), module="driftway.streams.alerts",
+              runs_on="faust", enabled_by="alerts"),
+    # The sink (last: the supervisor stops it after the others) reads every topic that has a
+    # table; it writes ClickHouse (and Kafka nothing but its input offsets, in the runtime's
+    # transactions).
     Processor("sink", reads=tuple(t.key for t in TOPICS if t.table), writes=(),
-              command=("sink",), runs_on="runtime"),
+              module="driftway.consumers.sink", runs_on="runtime"),
 )
 
 TOPIC_KEYS: tuple[str, ...] = tuple(t.key for t in TOPICS)

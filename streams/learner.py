@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from driftway.io.keys import with_signing_key
 from driftway.io.registry import ModelRegistry
 from driftway.io.runtime import Incoming, Out, run_processor
 from driftway.logic import artifacts
@@ -204,5 +205,6 @@ def main(settings: Settings, instance: str | None = None) -> None:
     """Run the learner in the foreground until SIGTERM or Ctrl-C."""
     if not artifacts.deterministic_hashing():
         log.warning("PYTHONHASHSEED is not fixed: equal models may pickle differently, so a "
-                    "replayed version could get a new id (run through `driftway learner`)")
+                    "replayed version could get a new id (run through `driftway run learner`)")
+    settings = with_signing_key(settings)  # it signs what it publishes
     run_processor(settings, LearnerProcessor(settings), instance)

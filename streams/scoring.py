@@ -20,6 +20,7 @@ import time
 from typing import Any, NamedTuple
 
 from driftway.io.kafka import make_producer, produce
+from driftway.io.keys import with_signing_key
 from driftway.io.registry import ModelRegistry
 from driftway.io.runtime import Incoming, Out, run_processor
 from driftway.logic.artifacts import ArtifactRefused
@@ -191,5 +192,6 @@ class Scoring:
 
 
 def main(settings: Settings, instance: str | None = None) -> None:
-    """Run the scoring processor in the foreground."""
+    """Run the scoring processor in the foreground (verifying artifacts with the signing key)."""
+    settings = with_signing_key(settings)
     run_processor(settings, Scoring(settings), instance)

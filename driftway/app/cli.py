@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import os
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from driftway.app.context import settings_of
 from driftway.app.models_cli import models
+from driftway.schemas import topology
 from driftway.settings import Settings
 
 console = Console()
@@ -96,81 +98,25 @@ def fix_hash_seed() -> None:
               {**os.environ, "PYTHONHASHSEED": "0"})
 
 
-@cli.group()
-def worker() -> None:
-    """Run one stream processor in the foreground."""
-    fix_hash_seed()
-
-
 instance_option = click.option(
     "--instance", default=None, metavar="NAME",
     help="This process's name among the processor's replicas, the same after a restart (its "
          "transactional id: a restart fences the crashed one at once) [default: the host name].")
 
 
-@worker.command("features")
+@cli.command("run")
+@click.argument("processor", type=click.Choice([p.name for p in topology.PROCESSORS]))
 @instance_option
 @click.pass_context
-def worker_features(ctx: click.Context, instance: str | None) -> None:
-    """raw → features, with per-entity state in a changelog-backed store."""
-    from driftway.streams import features
-
-    features.main(settings_of(ctx), instance)
-
-
-@worker.command("scoring")
-@instance_option
-@click.pass_context
-def worker_scoring(ctx: click.Context, instance: str | None) -> None:
-    """features → predictions, from the deployed model versions."""
-    from driftway.io.keys import with_signing_key
-    from driftway.streams import scoring
-
-    scoring.main(with_signing_key(settings_of(ctx)), instance)
-
-
-@worker.command("feedback")
-@instance_option
-@click.pass_context
-def worker_feedback(ctx: click.Context, instance: str | None) -> None:
-    """served + labels → training examples, and the feedback outcomes of what found no partner."""
-    from driftway.streams import feedback
-
-    feedback.main(settings_of(ctx), instance)
-
-
-@cli.command()
-@instance_option
-@click.pass_context
-def learner(ctx: click.Context, instance: str | None) -> None:
-    """Learn from the training topic in its one order; evaluate and publish model versions."""
+def run(ctx: click.Context, processor: str, instance: str | None) -> None:
+    """Run one processor of the topology in the foreground: features, scoring, feedback,
+    learner, drift or sink (each is the module the topology names, on the processor runtime)."""
     fix_hash_seed()
-    from driftway.io.keys import with_signing_key
-    from driftway.streams import learner as learner_module
-
-    learner_module.main(with_signing_key(settings_of(ctx)), instance)
-
-
-@cli.command()
-@instance_option
-@click.pass_context
-def drift(ctx: click.Context, instance: str | None) -> None:
-    """Watch what scoring served for data and prediction drift; write drift events."""
-    from driftway.streams import drift as drift_module
-
-    drift_module.main(settings_of(ctx), instance)
-
-
-@cli.command()
-@instance_option
-@click.pass_context
-def sink(ctx: click.Context, instance: str | None) -> None:
-    """Write every monitored topic into its ClickHouse table."""
-    from driftway.consumers import sink as sink_module
     from driftway.io.clickhouse import EngineBusy
 
+    module = importlib.import_module(topology.processor(processor).module)
     try:
-        sink_module.main(settings_of(ctx), instance)
+        module.main(settings_of(ctx), instance)
     except EngineBusy as exc:
         raise click.ClickException(str(exc)) from None
 

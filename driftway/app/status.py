@@ -88,6 +88,8 @@ class StatusProbe:
     def _lags(self, highs: dict[tuple[str, int], int]) -> dict[str, int | None]:
         requests = {}
         for name, keys in PROCESSORS.items():
+            if not topology.processor(name).enabled(self.settings):
+                continue  # not part of this stack (an opt-in agent that is off)
             tps = [TopicPartition(self.settings.topic(k), p) for k in keys for p in self._parts(k)]
             requests[name] = ConsumerGroupTopicPartitions(f"{self.settings.app_id}-{name}", tps)
         lags: dict[str, int | None] = {}

@@ -91,7 +91,8 @@ class Stack:
             self._env = settings_env(self.settings)
             query_endpoint_file(self.settings).unlink(missing_ok=True)
             for name in PROCESSES:
-                self.spawn(name)
+                if topology.processor(name).enabled(self.settings):
+                    self.spawn(name)
         except BaseException:
             self.stop()
             raise
@@ -131,7 +132,9 @@ class Stack:
         consumer group is stable (joined, partitions assigned)."""
         deadline = time.monotonic() + timeout
         marker = query_endpoint_file(self.settings)
-        waiting_for = ["the sink", "a deployed champion", *GROUP_PROCESSORS]
+        waiting_for = ["the sink", "a deployed champion",
+                       *(name for name in GROUP_PROCESSORS
+                         if topology.processor(name).enabled(self.settings))]
         registry: ModelRegistry | None = None
         try:
             while time.monotonic() < deadline:

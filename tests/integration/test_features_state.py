@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 def start_features(settings: Settings) -> subprocess.Popen[bytes]:
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # for the log; faust's dir it makes
-    return subprocess.Popen([sys.executable, "-m", "driftway", "worker", "features"],
+    return subprocess.Popen([sys.executable, "-m", "driftway", "run", "features"],
                             env=settings_env(settings),
                             stdout=(settings.state_dir / "features.log").open("ab"),
                             stderr=subprocess.STDOUT)

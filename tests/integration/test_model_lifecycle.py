@@ -233,7 +233,7 @@ def test_kill_9_of_the_learner_recovers_the_model_an_uninterrupted_run_builds(
     n = 2000
     stream = training_examples(n)
     env = settings_env(settings)
-    cmd = [sys.executable, "-m", "driftway", "learner"]
+    cmd = [sys.executable, "-m", "driftway", "run", "learner"]
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     log = (settings.state_dir / "learner.log").open("ab")
     learner = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -168,7 +168,7 @@ def test_models_commands_write_deployments_and_the_sink_records_them(
         published["request"], PublishRequest)
 
     log = (tmp_path / "sink.log").open("wb")
-    sink = subprocess.Popen([sys.executable, "-m", "driftway", "sink"],
+    sink = subprocess.Popen([sys.executable, "-m", "driftway", "run", "sink"],
                             env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: query_endpoint_file(settings).exists() or sink.poll() is not None,

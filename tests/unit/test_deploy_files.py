@@ -496,11 +496,11 @@ def test_every_driftway_process_runs_in_k8s(resources):
 
 
 def test_learner_is_one_and_never_two(resources):
-    learner = _deployment_of(resources, ["driftway", "learner"])
+    learner = _deployment_of(resources, ["driftway", "run", "learner"])
     assert learner["spec"]["replicas"] == 1
     if learner["kind"] == "Deployment":
         assert learner["spec"]["strategy"]["type"] == "Recreate"
-    drift = _deployment_of(resources, ["driftway", "drift"])
+    drift = _deployment_of(resources, ["driftway", "run", "drift"])
     assert drift["spec"]["replicas"] == 1
     assert drift["spec"]["strategy"]["type"] == "Recreate"
     autoscaled = {doc["spec"]["scaleTargetRef"]["name"] for (kind, _), doc in resources.items()
@@ -510,7 +510,7 @@ def test_learner_is_one_and_never_two(resources):
 
 
 def test_scoring_scales_within_the_partitions(resources):
-    scoring = _deployment_of(resources, ["driftway", "worker", "scoring"])
+    scoring = _deployment_of(resources, ["driftway", "run", "scoring"])
     assert scoring["spec"]["replicas"] > 1
     partitions = int(_one(resources, "ConfigMap")["data"]["DRIFTWAY_KAFKA__PARTITIONS"])
     assert scoring["spec"]["replicas"] <= partitions

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+
 import pytest
 from click.testing import CliRunner
 
@@ -60,10 +63,20 @@ def test_supervisor_and_status_derive_from_the_topology() -> None:
 
 
 @pytest.mark.parametrize("processor", PROCESSORS, ids=lambda p: p.name)
-def test_each_command_is_a_cli_command(processor: Processor) -> None:
-    # With the seed set, `worker` does not re-execute the process (fix_hash_seed) before --help.
-    done = CliRunner().invoke(cli, [*processor.command, "--help"], prog_name="driftway",
+def test_each_processor_runs_through_the_one_run_command(processor: Processor) -> None:
+    # With the seed set, `run` does not re-execute the process (fix_hash_seed) before --help.
+    done = CliRunner().invoke(cli, ["run", "--help"], prog_name="driftway",
                               env={"PYTHONHASHSEED": "0"})
     assert done.exit_code == 0, done.output
-    usage = done.output.splitlines()[0]
-    assert usage == f"Usage: driftway {' '.join(processor.command)} [OPTIONS]"  # not a group
+    assert processor.name in done.output and processor.command == ("run", processor.name)
+    choices = next(p for p in cli.commands["run"].params if p.name == "processor").type.choices
+    assert list(choices) == [p.name for p in PROCESSORS]
+    main = importlib.import_module(processor.module).main
+    assert list(inspect.signature(main).parameters) == ["settings", "instance"]
+
+
+def test_an_unknown_processor_is_refused_with_the_known_ones() -> None:
+    done = CliRunner().invoke(cli, ["run", "scorer"], prog_name="driftway",
+                              env={"PYTHONHASHSEED": "0"})
+    assert done.exit_code == 2 and "'scorer' is not one of" in done.output
+    assert "'features'" in done.output and "'sink'" in done.output
