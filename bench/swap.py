@@ -613,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         # The learner publishes (and so deploys) nothing of its own, and with no labels its
         # policy has no drift to act on: the swaps are the only deployments.
         processing=ProcessingSettings(publish_every=10**12, auto_update=False))
+    settings = with_signing_key(settings)  # the state directory's key, as the stack's
     r["settings"] = {"partitions": settings.kafka.partitions,
                      "batch_size": settings.processing.batch_size,
                      "batch_within": settings.processing.batch_within,
@@ -632,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = True
     args.out = args.out.resolve()
     cwd = Path.cwd()
-    os.chdir(state_dir)  # faust puts its <app id>-data directories in the working directory
+    os.chdir(state_dir)  # the stack's working directory (faust's data, if an agent runs)
     try:
         console.print(f"starting the stack in {state_dir}…")
         t = time.monotonic()
