@@ -95,8 +95,7 @@ class ClickHouseSink:
     def flush(self) -> list[Out]:
         """Insert what was kept, one insert per table; rows a table refuses become dead
         letters (found by halving)."""
-        pending, self.pending = self.pending, defaultdict(list)
-        payloads, self.payloads = self.payloads, defaultdict(list)
+        pending, payloads = self._take()
         letters: list[list[Any]] = []
         for table, rows in pending.items():
             if table != "dead_letters":
@@ -108,7 +107,7 @@ class ClickHouseSink:
         return []
 
     def abort(self) -> None:
-        self.pending, self.payloads = defaultdict(list), defaultdict(list)  # read again
+        self._take()  # their records are read again
 
     def resume_at(self, assigned: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         stored = self.stored_offsets()
@@ -132,8 +131,13 @@ class ClickHouseSink:
         """The rows these records make per table, dead letters included (nothing inserted)."""
         for record in records:
             self.handle(record)
-        rows, self.pending, self.payloads = self.pending, defaultdict(list), defaultdict(list)
-        return dict(rows)
+        return dict(self._take()[0])
+
+    def _take(self) -> tuple[dict[str, list[list[Any]]], dict[str, list[bytes | None]]]:
+        """The rows kept so far and their records' bytes, leaving none kept."""
+        taken = self.pending, self.payloads
+        self.pending, self.payloads = defaultdict(list), defaultdict(list)
+        return taken
 
     def _dead_letter(self, record: Incoming, error: str) -> DeadLetter:
         return DeadLetter.of("sink", self.names[record.topic], record.partition,

@@ -68,9 +68,9 @@ class Processor(Protocol):
 
     Besides `handle`, a processor may define (the runtime looks them up):
 
-    - ``start()``: once, before the first record (scoring waits for something to serve);
-    - ``start()`` may return records: written and committed before the first record is read
-      (the learner's version zero and its deployment);
+    - ``start()``: once, before the first record (scoring waits for something to serve); the
+      records it returns are written and committed before any is read (the learner's version
+      zero and its deployment);
     - ``begin_batch()``: before each batch (scoring takes the current serving set), and the
       records it returns are written with the batch (the learner follows deployments);
     - ``tick(now, stores)``: once a second, the records a timer makes (feedback's expiry);
@@ -166,8 +166,7 @@ class Runtime:
             outs = start()
             if outs:  # what a processor writes before any record (the learner's version zero)
                 self._begin()
-                for out in outs:
-                    self._emit(self._names[out.topic], out.key, out.value, out.partition)
+                self._write(outs)
                 self._commit()
         self.consumer.subscribe(list(self.topics), on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -234,18 +233,16 @@ class Runtime:
             store.commit_record()
         if outs or any(store.has_changes for store in self.stores.values()):
             self._begin()
-            for out in outs:
-                self._emit(self._names[out.topic], out.key, out.value, out.partition)
+            self._write(outs)
 
     def _process(self, messages: list[Message]) -> None:
         self._begin()
         begin_batch = getattr(self.processor, "begin_batch", None)
         if begin_batch is not None:
-            for out in begin_batch() or ():
-                self._emit(self._names[out.topic], out.key, out.value, out.partition)
+            self._write(begin_batch() or ())
         now = time.time()
         # Locals: this loop runs once per record of every processor.
-        topics, names, touched, emit = self.topics, self._names, self._touched, self._emit
+        topics, touched, emit = self.topics, self._touched, self._emit
         handle, stores = self.processor.handle, self.stores if self.state_topic else None
         for msg in messages:
             error = msg.error()
@@ -272,9 +269,14 @@ class Runtime:
             else:
                 if store is not None:
                     store.commit_record()
-                for out in outs:
-                    emit(names[out.topic], out.key, out.value, out.partition)
+                self._write(outs)
             touched.add((topic, partition))
+
+    def _write(self, outs: Iterable[Out]) -> None:
+        """Queue a processor's records in the open transaction."""
+        names, emit = self._names, self._emit
+        for out in outs:
+            emit(names[out.topic], out.key, out.value, out.partition)
 
     def _emit(self, topic: str, key: bytes | str | None, value: bytes | None,
               partition: int | None = None) -> None:
@@ -310,8 +312,7 @@ class Runtime:
         began = time.monotonic()
         flush = getattr(self.processor, "flush", None)
         if flush is not None:
-            for out in flush():
-                self._emit(self._names[out.topic], out.key, out.value, out.partition)
+            self._write(flush())
         if self.state_topic is not None:
             for partition, store in self.stores.items():
                 for key, value in store.take_changes().items():
