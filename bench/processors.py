@@ -32,7 +32,7 @@ from driftway.settings import Settings
 from driftway.streams.drift import DriftWatch
 from driftway.streams.features import Features
 from driftway.streams.feedback import Feedback
-from driftway.streams.scoring import Scoring, ServingSet
+from driftway.streams.scoring import Scoring, ServedModel, ServingSet
 
 
 def timed(name: str, records: list[Any], step: Callable[[Any], Any],
@@ -77,7 +77,8 @@ def run(n: int, label_delay: int) -> dict[str, float]:
     learner = Learner(settings)
     meta, _artifact, deployment = learner.bootstrap()
     scoring = Scoring(settings)
-    scoring.serving = ServingSet(deployment, (meta.version, learner.lines[0].model), ())
+    scoring.serving = ServingSet(
+        deployment, ServedModel.release(meta, learner.lines[0].model), ())
     scoring.started = time.time()
     inputs = [incoming("features", 0, i, out.key, out.value) for i, out in enumerate(vectors)]
     scored = timed("scoring", inputs, lambda r: scoring.handle(r, None), results)

@@ -247,7 +247,8 @@ class TimedWatcher(DeploymentWatcher):
         before = self.current
         seen = time.time()
         super()._consider(registry)
-        if self.current is not None and self.current is not before:
+        if self.current is not None and (
+                before is None or self.current.deployment != before.deployment):
             self.timings[self.current.deployment.reason] = (seen, time.time())
 
 

@@ -5,6 +5,10 @@ partition assignment the sink resumes after the highest offset ClickHouse alread
 that was inserted but not committed before a crash is not inserted again. When the engine is the
 embedded chDB (one owning process), the sink also answers read-only queries on loopback, so that
 `driftway query` works while the pipeline runs.
+
+The sink also runs the registry's retention rule (``driftway.logic.registry.kept``): it owns
+what the rule needs to know — the versions stored predictions name, and the deployments' history
+— and its tombstones commit in its transactions.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,7 +38,9 @@ from driftway.io.clickhouse import (
     ensure_schema,
     run_query,
 )
+from driftway.io.registry import ModelRegistry
 from driftway.io.runtime import Incoming, Out, run_processor
+from driftway.logic.registry import prunable, tombstones
 from driftway.schemas.events import DeadLetter, failure_reason
 from driftway.settings import Settings
 
@@ -56,6 +63,10 @@ class ClickHouseSink:
     `reader` is the connection that answers read-only queries (default: `client`). On chDB, a
     write refused in read-only mode leaves its connection read-only, so the sink's own inserts
     must not share a connection with user queries.
+
+    Every ``registry.prune_every_seconds`` (from ``registry.prune_grace_seconds`` after it
+    starts, so that a sink that was down has stored the predictions it missed), `tick` writes
+    the tombstones of the artifacts the retention rule prunes, with its next commit.
     """
 
     name = "sink"
@@ -73,7 +84,14 @@ class ClickHouseSink:
         self.pending: dict[str, list[list[Any]]] = defaultdict(list)
         self.payloads: dict[str, list[bytes | None]] = defaultdict(list)  # beside each row
         self.commit_interval = settings.sink.flush_seconds
+        self.commit_min_interval = settings.sink.flush_seconds  # an insert per commit: no early
         self.commit_records = settings.sink.batch_size
+        # The retention rule's: the registry is its rounds' thread's alone.
+        self.registry: ModelRegistry | None = None  # opened by the first round
+        self.registry_stale = False
+        self.next_prune: float | None = None  # Unix seconds
+        self.pruning: threading.Thread | None = None  # the round under way
+        self.pruned: list[Out] = []  # the tombstones of the last round, until written
 
     # -- the processor ------------------------------------------------------------------
 
@@ -108,6 +126,73 @@ class ClickHouseSink:
 
     def abort(self) -> None:
         self._take()  # their records are read again
+        self.registry_stale = True  # it counted tombstones of an aborted transaction
+
+    def tick(self, now: float, stores: object = None) -> list[Out]:
+        """The registry's retention rule: every `registry.prune_every_seconds`, a round in a
+        thread of its own (reading the registry and the predictions can take longer than a
+        transaction may stay open); the tombstones of a finished round."""
+        r = self.settings.registry
+        if not r.prune:
+            return []
+        if self.next_prune is None:
+            self.next_prune = now + r.prune_grace_seconds
+        if self.pruning is None or not self.pruning.is_alive():
+            outs, self.pruned = self.pruned, []
+            if now >= self.next_prune:
+                self.next_prune = now + r.prune_every_seconds
+                self.pruning = threading.Thread(target=self._prune_round, args=(now,),
+                                                daemon=True, name="sink-retention")
+                self.pruning.start()
+            return outs
+        return []
+
+    def _prune_round(self, now: float) -> None:
+        try:  # housekeeping: a failed round is logged and tried again, never stops the sink
+            self.pruned = self.prune(now)
+        except Exception:
+            log.exception("registry retention: this round failed; the next in %.0fs",
+                          self.settings.registry.prune_every_seconds)
+
+    def prune(self, now: float) -> list[Out]:
+        """The tombstones of every artifact the retention rule prunes at `now` (logged)."""
+        if self.registry is not None and self.registry_stale:
+            self.close_registry()
+        if self.registry is None:  # a group of its own: it reads the registry from the start
+            self.registry = ModelRegistry(self.settings, name="sink-retention",
+                                          max_artifact_bytes=0)
+            self.registry_stale = False
+        # What a sink that has pruned for long reads is mostly tombstones; the first time,
+        # every artifact ever published: that may take more than one round's worth.
+        self.registry.catch_up(timeout=max(60.0, self.settings.registry.prune_every_seconds))
+        grace = self.settings.registry.prune_grace_seconds
+        needed = self.needed_versions(now - grace)
+        outs: list[Out] = []
+        for model in sorted({v.model for v in self.registry.versions.values()}):
+            pruned = prunable(self.registry, model, needed, datetime.fromtimestamp(now, UTC),
+                              timedelta(seconds=grace))
+            for meta in pruned:
+                for topic, key in tombstones(meta):
+                    outs.append(Out(topic, key, None))
+                    # Counted now, so the next round does not write them again.
+                    self.registry.apply(topic, self.settings.topic(topic), 0, -1,
+                                        key.encode(), None)
+            if pruned:
+                log.info("registry retention: prunes the artifacts of %d version(s) of %s "
+                         "(tombstones with the next commit): %s", len(pruned), model,
+                         ", ".join(m.version[:12] for m in pruned))
+        return outs
+
+    def close_registry(self) -> None:
+        if self.registry is not None:
+            self.registry.close()
+            self.registry = None
+
+    def close(self) -> None:
+        """After the runtime's last commit. A round still under way keeps its registry (its
+        thread ends with the process; the next sink's rounds find what it would have)."""
+        if self.pruning is None or not self.pruning.is_alive():
+            self.close_registry()
 
     def resume_at(self, assigned: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         stored = self.stored_offsets()
@@ -126,6 +211,12 @@ class ClickHouseSink:
         with self.lock:
             rows = self.client.query(sql).result_rows
         return {(t, int(p)): int(o) for t, p, o in rows}
+
+    def needed_versions(self, since: float) -> set[str]:
+        """The versions the retention rule keeps for predictions: see `needed_versions_sql`."""
+        with self.lock:
+            rows = self.client.query(needed_versions_sql(self.db, since)).result_rows
+        return {str(v) for (v,) in rows}
 
     def rows(self, records: Sequence[Incoming]) -> dict[str, list[list[Any]]]:
         """The rows these records make per table, dead letters included (nothing inserted)."""
@@ -179,6 +270,28 @@ class ClickHouseSink:
         """A read-only query on this sink's engine."""
         with self.lock:
             return run_query(self.reader, sql, self.db)
+
+
+def needed_versions_sql(db: str, since: float) -> str:
+    """One column of versions: those a stored prediction names (its version, its
+    state_version, its shadows' versions: reproducing it needs their artifacts), and those
+    deployed at any time since `since` (Unix seconds), whose predictions may still be on their
+    way to ClickHouse."""
+    at = f"toDateTime64({since:.3f}, 3, 'UTC')"
+    return f"""
+SELECT DISTINCT v FROM (
+    SELECT arrayJoin(arrayConcat(a, b, c)) AS v FROM (
+        SELECT groupUniqArray(toString(version)) AS a, groupUniqArray(state_version) AS b,
+               groupUniqArrayArray(mapKeys(shadow_scores)) AS c
+        FROM {db}.predictions)
+    UNION ALL
+    SELECT arrayJoin(arrayConcat([toString(champion), version, ifNull(previous, '')], shadows))
+    FROM {db}.deployments WHERE ts >= {at}
+    UNION ALL
+    SELECT arrayJoin(arrayConcat([champion], shadows)) FROM (
+        SELECT argMax(champion, _offset) AS champion, argMax(shadows, _offset) AS shadows
+        FROM {db}.deployments WHERE ts < {at} GROUP BY model)
+) WHERE v != ''"""
 
 
 def query_endpoint_file(settings: Settings) -> Path:

@@ -161,6 +161,12 @@ class ProcessingSettings(BaseModel):
         0.05, gt=0, le=60, description="Seconds between two transaction commits of a processor "
         "on the runtime: output becomes visible to read_committed readers at a commit, so this "
         "bounds their latency; shorter costs the broker more commits.")
+    commit_min_interval: float = Field(
+        0.01, gt=0, le=60, description="A transaction whose input has gone quiet commits once "
+        "it has been open this long, without waiting for commit_interval: at low and moderate "
+        "rates output is visible within milliseconds, and each processor commits at most "
+        "1/commit_min_interval times a second; under load (input never quiet) commits come "
+        "every commit_interval. The sink commits at sink.flush_seconds only.")
     metrics_log_seconds: float = Field(
         30.0, gt=0, description="Seconds between two metrics lines of a processor on the "
         "runtime (records/s, dead letters, batch and commit times, lag) in its log.")
@@ -175,6 +181,15 @@ class ProcessingSettings(BaseModel):
         "import path 'package.module:factory', or a River expression such as "
         "'preprocessing.StandardScaler() | linear_model.LogisticRegression()'.",
     )
+    max_categories: int = Field(
+        100, ge=0, description="Distinct values of each string field a fresh model learns as "
+        "features of their own (field=value), the first it meets in the training order; later "
+        "values share one feature, field=<other>. Bounds the model against ids sent as data. "
+        "0: no cap.")
+    max_features: int = Field(
+        1_000, ge=0, description="Distinct feature names a fresh model learns in all (numbers, "
+        "categories and <other> buckets); features with further names are left out, in learning "
+        "and serving alike. 0: no cap.")
     model_name: str = Field(
         "default", pattern=r"^[A-Za-z0-9_.-]+$",
         description="Name of the served model in predictions, versions and deployments.")
@@ -182,6 +197,17 @@ class ProcessingSettings(BaseModel):
     publish_every: int = Field(
         1_000, ge=1, description="Learned examples between two published model versions."
     )
+    live_updates: bool = Field(
+        True,
+        description="Stream each deployed line's model state from the learner to scoring at "
+        "the learner's commits (the model-updates topic), so what is served follows what was "
+        "learned within milliseconds, not only at published versions. False: scoring serves "
+        "published versions only.")
+    live_update_seconds: float = Field(
+        0.0, ge=0, le=3600,
+        description="Least seconds between two live updates of a model. The learner also "
+        "waits at least 10 times as long as serialising the last one took, so a heavy model "
+        "(a forest of several MB) is sent less often instead of slowing learning down.")
     auto_update: bool = Field(
         True,
         description="Deploy each newly published version of a deployed line in its place "
@@ -297,6 +323,31 @@ class SinkSettings(BaseModel):
     )
 
 
+class RegistrySettings(BaseModel):
+    """The registry's retention rule: which versions keep their artifacts on the compacted
+    artifacts topic (driftway.logic.registry.kept). Metadata and lineage are always kept."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prune: bool = Field(
+        True, description="The sink prunes (tombstones) the artifact chunks of every version "
+        "that is none of: the champion, a shadow or the previous champion (the rollback "
+        "target) of its model's current deployment; the latest published descendant of a "
+        "deployed version; named by a prediction stored in ClickHouse (its version, "
+        "state_version or a shadow score: reproducing it needs that artifact; kept until "
+        "sink.ttl_days expires the prediction, for ever with 0); published, superseded or "
+        "deployed within prune_grace_seconds. A version's metadata and lineage are never "
+        "pruned; deploying or rolling back to a pruned version is refused. False keeps every "
+        "artifact.")
+    prune_every_seconds: float = Field(
+        600.0, gt=0, description="Seconds between two rounds of the retention rule in the sink.")
+    prune_grace_seconds: float = Field(
+        3600.0, ge=0, description="A version published, superseded by a child or deployed "
+        "this recently keeps its artifact: its predictions may not be stored yet. The sink "
+        "also waits this long after it starts before its first round, to catch up on the "
+        "predictions it missed while it was down.")
+
+
 class AlertSettings(BaseModel):
     """The alerts agent (faust-streaming): drift alarms counted per model in tumbling windows."""
 
@@ -360,6 +411,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     policy: PolicySettings = PolicySettings()
     sink: SinkSettings = SinkSettings()
+    registry: RegistrySettings = RegistrySettings()
     alerts: AlertSettings = AlertSettings()
 
     @field_validator("topic_prefix")

@@ -198,6 +198,19 @@ class Prediction(Struct, kw_only=True):
         description="Serving latency: features record in to prediction out.")]
     received_at: float
     predicted_at: float
+    # The exact model state that answered (DESIGN.md, invariant 7): `state_version`'s artifact
+    # plus every training record it learned in [trained_from, trained_through).
+    state_version: Annotated[str | None, Meta(
+        description="The registry version the serving state descends from (its latest "
+        "published ancestor; `version` is the deployed version it serves as).")] = None
+    trained_from: Annotated[Annotated[int, Meta(ge=0)] | None, Meta(
+        description="Training-topic offset where the state's learning since "
+        "state_version began.")] = None
+    trained_through: Annotated[Annotated[int, Meta(ge=0)] | None, Meta(
+        description="Training-topic offset up to which (exclusive) the state had learned "
+        "when it served this prediction.")] = None
+    features: Annotated[dict[str, float], Meta(
+        description="The features the prediction was computed from.")] = {}
 
 
 class Output(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -271,6 +284,34 @@ def decode_training(data: bytes) -> TrainingRecord:
         raise InvalidRecord("TrainingRecord", exc) from None
     except msgspec.DecodeError as exc:
         raise InvalidRecord("TrainingRecord", exc) from None
+
+
+class LineState(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One deployed line's model as the learner has it now: a live update for scoring.
+
+    The state is `version`'s artifact plus every learnable training record in
+    [trained_from, trained_through) (``driftway.logic.replay``); `state` is its pickle, signed
+    like an artifact (``driftway.logic.artifacts.sign_state``), so it is checked before it is
+    unpickled.
+    """
+
+    slot: Annotated[str, Meta(description="The deployed version this line serves as.")]
+    version: Annotated[str, Meta(
+        description="The registry version the state descends from (its latest release).")]
+    trained_from: int
+    trained_through: int
+    examples_seen: int
+    state: bytes
+    signature: str
+
+
+class ModelState(Struct, kw_only=True):
+    """Every deployed line of one model, as the learner commits it (compacted, keyed by model:
+    the topic keeps one record per model). Internal: scoring applies it between two batches."""
+
+    model: str
+    lines: list[LineState]
+    at: Annotated[float, Meta(description="Unix seconds when the learner wrote it.")]
 
 
 class TrainingOffsets(BaseModel):

@@ -32,6 +32,7 @@ from driftway.schemas.events import (
     FeedbackOutcome,
     Label,
     Metric,
+    ModelState,
     ModelVersion,
     Prediction,
     RawEvent,
@@ -59,6 +60,9 @@ class Topic:
     retention_days: int | None = 7
     table: str | None = None
     max_message_bytes: int | None = None
+    #: Segment size of a compacted topic that is rewritten often: compaction only cleans
+    #: closed segments, so small ones keep it near one record per key.
+    segment_bytes: int | None = None
 
     @property
     def compacted(self) -> bool:
@@ -112,6 +116,10 @@ TOPICS: tuple[Topic, ...] = (
           retention_days=None, max_message_bytes=8 * 1024 * 1024),
     Topic("deployments", Deployment, "model", partitions=1, retention_days=None,
           table="deployments"),
+    # What each deployed line has learned so far, rewritten at the learner's commits: scoring
+    # serves it between two releases. Compacted by model, so it holds one record per model.
+    Topic("model-updates", ModelState, "model", partitions=1, retention_days=None,
+          max_message_bytes=64 * 1024 * 1024, segment_bytes=16 * 1024 * 1024),
     Topic("drift", DriftEvent, "model", partitions=1, retention_days=30, table="drift_events"),
     Topic("metrics", Metric, "model@version", partitions=1, table="metrics"),
     Topic("dead-letters", DeadLetter, "source topic", retention_days=30, table="dead_letters"),
@@ -134,7 +142,7 @@ PROCESSORS: tuple[Processor, ...] = (
               writes=("training", "feedback", "dead-letters", "feedback-state"),
               module="driftway.streams.feedback", runs_on="runtime", state="feedback-state"),
     Processor("learner", reads=("training",),
-              writes=(*REGISTRY, "metrics", "drift", "dead-letters"),
+              writes=(*REGISTRY, "model-updates", "metrics", "drift", "dead-letters"),
               module="driftway.streams.learner", runs_on="runtime"),
     Processor("drift", reads=("served",), writes=("drift", "dead-letters"),
               module="driftway.streams.drift", runs_on="runtime"),
@@ -144,9 +152,9 @@ PROCESSORS: tuple[Processor, ...] = (
     Processor("alerts", reads=("drift",), writes=(), module="driftway.streams.alerts",
               runs_on="faust", enabled_by="alerts"),
     # The sink (last: the supervisor stops it after the others) reads every topic that has a
-    # table; it writes ClickHouse (and Kafka nothing but its input offsets, in the runtime's
-    # transactions).
-    Processor("sink", reads=tuple(t.key for t in TOPICS if t.table), writes=(),
+    # table; it writes ClickHouse, and in Kafka, with its input offsets in the runtime's
+    # transactions, the tombstones of the artifacts the registry's retention rule prunes.
+    Processor("sink", reads=tuple(t.key for t in TOPICS if t.table), writes=("model-artifacts",),
               module="driftway.consumers.sink", runs_on="runtime"),
 )
 
@@ -194,6 +202,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             config = {"cleanup.policy": "delete", "retention.ms": str(t.retention_days * DAY_MS)}
         if t.max_message_bytes is not None:
             config["max.message.bytes"] = str(t.max_message_bytes)
+        if t.segment_bytes is not None:
+            config["segment.bytes"] = str(t.segment_bytes)
         specs.append(TopicSpec(t.key, settings.topic(t.key), t.partitions or
                                settings.kafka.partitions, settings.kafka.replication_factor,
                                config))

@@ -15,6 +15,7 @@ they see, so the result equals an uninterrupted run.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from driftway.io.keys import with_signing_key
@@ -31,6 +32,7 @@ from driftway.logic.registry import (
 from driftway.schemas.events import (
     DeadLetter,
     Deployment,
+    ModelState,
     ModelVersion,
     decode_training,
 )
@@ -68,6 +70,11 @@ class LearnerProcessor:
         self.emit = Emitted(settings)
         self.applied: Deployment | None = None  # the last deployment by others that lines follow
         self.position = 0  # the next training offset
+        p = settings.processing
+        self.live = p.live_updates
+        self.live_every = p.live_update_seconds  # grows for models slow to serialise
+        self._live_sent: tuple[object, ...] | None = None  # what the last live update showed
+        self._live_at = 0.0
 
     # -- the runtime's hooks ------------------------------------------------------------------
 
@@ -86,8 +93,26 @@ class LearnerProcessor:
         return self.emit.take()
 
     def tick(self, _now: float, _stores: object) -> list[Out]:
-        """...and while none come (a refused artifact is reported without waiting for one)."""
-        return self.begin_batch()
+        """...and while none come (a refused artifact is reported without waiting for one);
+        a live update held back by `live_every` goes out now."""
+        outs = self.begin_batch()
+        return outs + self.flush()
+
+    def flush(self) -> list[Out]:
+        """Before each commit: the lines' states as a live update, if they learned since the
+        last one (they commit with the training offsets they cover)."""
+        if not self.live:
+            return []
+        shown = (self.position, *((ln.slot, ln.head, ln.start) for ln in self.learner.lines))
+        now = time.monotonic()
+        if shown == self._live_sent or now - self._live_at < self.live_every:
+            return []
+        states = self.learner.line_states(self.position)
+        took = time.monotonic() - now
+        self.live_every = max(self.settings.processing.live_update_seconds, 10 * took)
+        self._live_sent, self._live_at = shown, now
+        record = ModelState(model=self.learner.model_name, lines=states, at=time.time())
+        return [Out("model-updates", self.learner.model_name, record.to_bytes())]
 
     def handle(self, record: Incoming, store: object = None) -> list[Out]:
         """Learn from one training record; whatever it raises makes it a dead letter."""

@@ -23,13 +23,15 @@ from driftway.io.kafka import make_producer, produce
 from driftway.io.keys import with_signing_key
 from driftway.io.registry import ModelRegistry
 from driftway.io.runtime import Incoming, Out, run_processor
-from driftway.logic.artifacts import ArtifactRefused
+from driftway.logic.artifacts import ArtifactRefused, StateRefused, load_state
 from driftway.logic.models import predict_explained
 from driftway.logic.registry import RegistryError
 from driftway.schemas.events import (
     DeadLetter,
     Deployment,
     FeatureVector,
+    ModelState,
+    ModelVersion,
     Output,
     Prediction,
     Served,
@@ -39,25 +41,43 @@ from driftway.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class ServedModel(NamedTuple):
+    """One deployed version as scoring serves it: a known state (DESIGN.md, invariant 7) —
+    `state_version`'s artifact plus the training records in [trained_from, trained_through)."""
+
+    slot: str  # the deployed version it serves as
+    model: Any
+    state_version: str
+    trained_from: int
+    trained_through: int
+
+    @classmethod
+    def release(cls, meta: ModelVersion, model: Any) -> ServedModel:
+        """A published version as it is: it has learned up to its own end offset."""
+        end = meta.training_offsets.end if meta.training_offsets else 0
+        return cls(meta.version, model, meta.version, end, end)
+
+
 class ServingSet(NamedTuple):
-    """The loaded models of one deployment: what scoring serves until the next swap."""
+    """The models of one deployment: what scoring serves until the next swap or update."""
 
     deployment: Deployment
-    champion: tuple[str, Any]
-    shadows: tuple[tuple[str, Any], ...]
+    champion: ServedModel
+    shadows: tuple[ServedModel, ...]
 
 
 def score_event(
     serving: ServingSet, vector: FeatureVector, explain_top: int, started: float
 ) -> tuple[Prediction, Served]:
     """The champion's prediction (explained) and what was served, shadows included."""
-    version, model = serving.champion
-    answer = predict_explained(model, vector.features, explain_top)
+    champion = serving.champion
+    version = champion.slot
+    answer = predict_explained(champion.model, vector.features, explain_top)
     outputs = {version: Output(prediction=answer.prediction, score=answer.score,
                                proba=answer.proba)}
-    for shadow_version, shadow in serving.shadows:
-        s = predict_explained(shadow, vector.features, 0)
-        outputs[shadow_version] = Output(prediction=s.prediction, score=s.score, proba=s.proba)
+    for shadow in serving.shadows:
+        s = predict_explained(shadow.model, vector.features, 0)
+        outputs[shadow.slot] = Output(prediction=s.prediction, score=s.score, proba=s.proba)
     now = time.time()
     model_name = serving.deployment.model
     prediction = Prediction(
@@ -74,6 +94,10 @@ def score_event(
         latency_ms=(now - started) * 1000.0,
         received_at=vector.received_at,
         predicted_at=now,
+        state_version=champion.state_version,
+        trained_from=champion.trained_from,
+        trained_through=champion.trained_through,
+        features=vector.features,
     )
     served = Served(
         event_id=vector.event_id,
@@ -99,13 +123,16 @@ class DeploymentWatcher(threading.Thread):
         self.current: ServingSet | None = None
         self.stopping = threading.Event()
         self.failed: BaseException | None = None
-        self._loaded: dict[str, Any] = {}
+        self.live = settings.processing.live_updates
+        self._loaded: dict[str, ServedModel] = {}  # releases, by version
+        self._served: dict[str, ServedModel] = {}  # what each slot serves now
+        self._live_seen: ModelState | None = None
         self._refused: dict[str, str] = {}
         self._producer = make_producer(settings)
 
     def run(self) -> None:
         try:
-            registry = ModelRegistry(self.settings, name=self.processor)
+            registry = ModelRegistry(self.settings, name=self.processor, live=self.live)
             try:
                 registry.catch_up()
                 self._consider(registry)
@@ -121,28 +148,55 @@ class DeploymentWatcher(threading.Thread):
             self.failed = exc
 
     def _consider(self, registry: ModelRegistry) -> None:
-        """Load the wanted deployment if it differs from what is served and all has arrived."""
+        """Serve the wanted deployment once all its versions have arrived, each slot at the
+        newest state the learner has streamed for it (a live update), else as released."""
         wanted = registry.deployments.get(self.model_name)
-        if wanted is None or (self.current is not None and self.current.deployment == wanted):
+        live = registry.live.get(self.model_name) if self.live else None
+        if wanted is None or (self.current is not None and self.current.deployment == wanted
+                              and live is self._live_seen):
             return
         versions = [wanted.champion, *wanted.shadows]
         if any(self._refused.get(v) for v in versions):
             return  # refused once, reported once: keep serving what runs now
         try:
-            models = [self._loaded[v] if v in self._loaded else registry.load(v)
-                      for v in versions]
+            releases = [self._release(registry, v) for v in versions]
         except RegistryError:
             return  # metadata or chunks still on their way: try again after the next poll
         except ArtifactRefused as refused:
             self._refused[refused.meta.version] = refused.reason
             self._report(registry.refusal(self.processor, refused))
             log.error("%s; still serving %s", refused,
-                      self.current.champion[0][:12] if self.current else "nothing")
+                      self.current.champion.slot[:12] if self.current else "nothing")
             return
-        self._loaded = dict(zip(versions, models, strict=True))
-        self.current = ServingSet(wanted, (versions[0], models[0]),
-                                  tuple(zip(versions[1:], models[1:], strict=True)))
-        log.info("serving %s with %d shadow(s)", versions[0][:12], len(versions) - 1)
+        self._loaded = {r.slot: r for r in releases}
+        self._live_seen = live
+        served = [self._newest(r, live) for r in releases]
+        self._served = {m.slot: m for m in served}
+        swapped = self.current is None or self.current.deployment != wanted
+        self.current = ServingSet(wanted, served[0], tuple(served[1:]))
+        if swapped:
+            log.info("serving %s with %d shadow(s)", versions[0][:12], len(versions) - 1)
+
+    def _release(self, registry: ModelRegistry, version: str) -> ServedModel:
+        if version in self._loaded:
+            return self._loaded[version]
+        return ServedModel.release(registry.versions[version], registry.load(version))
+
+    def _newest(self, release: ServedModel, live: ModelState | None) -> ServedModel:
+        """What a slot serves: its live state if newer than what it serves now (a learner
+        replaying after a restart streams older states again: those are passed over)."""
+        now = self._served.get(release.slot, release)
+        line = next((ln for ln in live.lines if ln.slot == release.slot), None) if live else None
+        if line is None or line.trained_through <= now.trained_through:
+            return now
+        try:
+            model = load_state(self.model_name, line, self.settings.signing_key_bytes)
+        except StateRefused as refused:
+            log.error("%s; %s goes on serving its state through offset %d", refused,
+                      release.slot[:12], now.trained_through)
+            return now
+        return ServedModel(line.slot, model, line.version, line.trained_from,
+                           line.trained_through)
 
     def _report(self, letter: DeadLetter) -> None:
         produce(self._producer, self.settings.topic("dead-letters"), letter.source_topic,

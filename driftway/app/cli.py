@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from driftway.app.context import settings_of
+from driftway.app.explain import explain
 from driftway.app.models_cli import models
 from driftway.schemas import topology
 from driftway.settings import Settings
@@ -349,6 +350,7 @@ def schemas_export(out: Path | None) -> None:
 
 
 cli.add_command(models)
+cli.add_command(explain)
 
 
 def main() -> None:

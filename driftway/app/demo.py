@@ -22,12 +22,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Producer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 from river.datasets import synth
 
 from driftway.app.query import query, running_endpoint
 from driftway.io.kafka import make_producer
+from driftway.logic.offline import OfflineLoop, raw_stream
 from driftway.sdk import EventProducer
 from driftway.settings import Settings
 
@@ -248,10 +250,30 @@ def summarize(settings: Settings, plan: DemoPlan, since: datetime, sent: int, la
                               f"WHERE startsWith(event_id, '{ids}')").rows[0]
     return {"run": plan.run, "since": since,
             "events": sent, "labels": labels, "malformed": malformed, "seconds": seconds,
-            "stored": stored, "accuracy": [(p[1:], int(n), a) for p, n, a in phases],
+            "stored": stored, "accuracy": [(p[2:], int(n), a) for p, n, a in phases],
+            "reference": reference_accuracy(settings, plan),
             "dead_letters": dead, "versions": int(versions[0]),
             "examples_learned": int(versions[1] or 0), "latency_ms": latency,
             "drift": [(k, int(n)) for k, n in drift], "actions": actions}
+
+
+def phase_of(index: int, plan: DemoPlan) -> str:
+    """The summary's phase of the index-th event (as the summary's SQL names it)."""
+    if index < plan.change_at:
+        return "before the change"
+    return "first 2,000 after" if index < plan.change_at + 2_000 else "rest after"
+
+
+def reference_accuracy(settings: Settings, plan: DemoPlan) -> dict[str, float]:
+    """Accuracy per phase of the same model learning in this process on the same events, with
+    the same label delay (``driftway.logic.offline``): what serving that follows learning
+    without any latency would have scored."""
+    key = SecretStr("in-process-reference-only-key")  # signs nothing that leaves this process
+    loop = OfflineLoop(settings.model_copy(update={"signing_key": key}), plan.label_delay)
+    right: dict[str, list[bool]] = {}
+    for step in loop.run(raw_stream(loan_applications(plan))):
+        right.setdefault(phase_of(step.index, plan), []).append(step.correct)
+    return {phase: round(sum(r) / len(r), 4) for phase, r in right.items()}
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
@@ -262,9 +284,12 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
                   f"{s['stored']['predictions']} predictions, {s['stored']['dead_letters']} "
                   f"dead letters; serving latency p50 {s['latency_ms'][0]} ms, "
                   f"p99 {s['latency_ms'][1]} ms")
-    acc = Table("phase", "labelled predictions", "accuracy", title="accuracy around the change")
+    acc = Table("phase", "labelled predictions", "accuracy served",
+                "learning in process (reference)", title="accuracy around the change")
+    reference = s.get("reference", {})
     for phase, n, a in s["accuracy"]:
-        acc.add_row(phase, str(n), f"{a:.3f}")
+        ref = reference.get(phase)
+        acc.add_row(phase, str(n), f"{a:.3f}", "—" if ref is None else f"{ref:.3f}")
     console.print(acc)
     dead = Table("processor", "error", "count", title="dead letters")
     for processor, error, n in s["dead_letters"]:

@@ -1,16 +1,19 @@
-"""`driftway models`: the model registry from the shell — list, show, deploy, promote, roll back.
+"""`driftway models`: the model registry from the shell — list, show, deploy, promote, roll back,
+prune.
 
 Reads come from a ModelRegistry read to the end of its topics. Writes are deployment records (and
-publish requests on the training topic), each acknowledged by Kafka before the command returns.
+publish requests on the training topic, and the tombstones of pruned artifacts), each
+acknowledged by Kafka before the command returns.
 Every command takes ``--format table|json``: JSON carries the same information, with full ids.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +30,13 @@ if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
 
     from driftway.io.registry import ModelRegistry
-    from driftway.logic.registry import Emit
     from driftway.settings import Settings
 
 console = Console()
+
+#: What `deliver` hands its writer: an Emit (driftway.logic.registry) that also writes
+#: tombstones (no value).
+Write = Callable[[str, str | bytes | None, bytes | None], None]
 
 #: Characters of a version id shown in tables (JSON always has the full id).
 SHORT = 12
@@ -84,7 +90,7 @@ def open_registry(settings: Settings) -> Iterator[ModelRegistry]:
         registry.close()
 
 
-def deliver(settings: Settings, write: Callable[[Emit], None]) -> list[Message]:
+def deliver(settings: Settings, write: Callable[[Write], None]) -> list[Message]:
     """Run `write` with an emit that produces to Kafka; wait until Kafka acknowledged it all."""
     from driftway.io.kafka import make_producer, produce
 
@@ -99,7 +105,7 @@ def deliver(settings: Settings, write: Callable[[Emit], None]) -> list[Message]:
         else:
             errors.append(err.str())
 
-    def emit(topic: str, key: str | bytes | None, value: bytes) -> None:
+    def emit(topic: str, key: str | bytes | None, value: bytes | None) -> None:
         nonlocal sent
         sent += 1
         produce(producer, topic, key, value, on_delivery)
@@ -217,8 +223,10 @@ def show(ctx: click.Context, version: str, fmt: str) -> None:
         meta = registry.resolve(version)
         lineage = registry.lineage(meta.version)
         deployment = registry.deployments.get(meta.model)
+        pruned = set(registry.pruned)
     if fmt == "json":
         echo_json({**meta.model_dump(mode="json"), "role": role(deployment, meta.version),
+                   "pruned": meta.version in pruned,
                    "lineage": [summary(v, deployment) for v in lineage]})
         return
     o = meta.training_offsets
@@ -234,7 +242,8 @@ def show(ctx: click.Context, version: str, fmt: str) -> None:
         ("hyperparameters", json.dumps(meta.hyperparameters, default=str)),
         ("metrics", json.dumps(meta.metrics)),
         ("libraries", json.dumps(meta.libraries)),
-        ("artifact", f"{meta.artifact_size} bytes in {meta.artifact_chunks} chunk(s)"),
+        ("artifact", f"{meta.artifact_size} bytes in {meta.artifact_chunks} chunk(s)" + (
+            ", pruned by the registry's retention rule" if meta.version in pruned else "")),
         ("signature", meta.signature or "(unsigned)"),
     ]:
         facts.add_row(name, value)
@@ -252,11 +261,10 @@ def show(ctx: click.Context, version: str, fmt: str) -> None:
 def verified(registry: ModelRegistry, meta: ModelVersion) -> None:
     """Refuse to deploy what scoring would refuse to load: a missing or unverified artifact."""
     from driftway.logic.artifacts import verify
-    from driftway.logic.registry import RegistryError
 
     data = registry.artifact(meta.version)
     if data is None:
-        raise RegistryError(f"the artifact of {meta.model}@{meta.version[:SHORT]} has not arrived")
+        raise registry.unavailable(meta)  # not arrived, or pruned by the retention rule
     verify(meta, data, registry.key)
 
 
@@ -393,3 +401,53 @@ def publish(ctx: click.Context, model: str, reason: str, fmt: str) -> None:
         return
     console.print(f"publish of {model!r} requested at {msg.topic()}[{msg.partition()}] offset "
                   f"{msg.offset()}: the learner publishes when it reaches it")
+
+
+@models.command()
+@click.option("--dry-run", is_flag=True, help="Show what would be pruned; write nothing.")
+@format_option
+@click.pass_context
+def prune(ctx: click.Context, dry_run: bool, fmt: str) -> None:
+    """Prune the artifacts the registry's retention rule no longer keeps, now.
+
+    The sink does it every registry.prune_every_seconds; the rule (settings registry.*) keeps
+    what is deployed, each deployed line's latest version, whatever a stored prediction names,
+    and what was published, superseded or deployed within registry.prune_grace_seconds. Only
+    artifacts go: every version's metadata and lineage stay.
+    """
+    from driftway.app.query import QueryError, query
+    from driftway.consumers.sink import needed_versions_sql
+    from driftway.logic.registry import prunable, tombstones
+
+    settings = settings_of(ctx)
+    now, grace = time.time(), settings.registry.prune_grace_seconds
+    try:
+        rows = query(settings, needed_versions_sql(settings.clickhouse_database, now - grace))
+    except (QueryError, OSError) as exc:
+        raise click.ClickException(f"cannot read the versions stored predictions name ({exc}); "
+                                   "nothing pruned") from None
+    needed = {str(v) for (v,) in rows.rows}
+    with open_registry(settings) as registry:
+        pruned = [meta for model in sorted({v.model for v in registry.versions.values()})
+                  for meta in prunable(registry, model, needed, datetime.fromtimestamp(now, UTC),
+                                       timedelta(seconds=grace))]
+
+    def write(emit: Write) -> None:
+        for meta in pruned:
+            for topic, key in tombstones(meta):
+                emit(settings.topic(topic), key, None)
+
+    if pruned and not dry_run:
+        deliver(settings, write)
+    if fmt == "json":
+        echo_json({"dry_run": dry_run, "pruned": [summary(v, None) for v in pruned]})
+        return
+    verb = "would prune" if dry_run else "pruned"
+    if not pruned:
+        console.print("nothing to prune: the retention rule keeps every artifact still stored")
+        return
+    table = Table("model", "version", "created", "reason", box=box.SIMPLE_HEAD,
+                  title=f"{verb} the artifacts of {len(pruned)} version(s)", title_justify="left")
+    for v in pruned:
+        table.add_row(v.model, v.version[:SHORT], when(v.created_at), v.reason)
+    console.print(table)

@@ -158,7 +158,8 @@ def _ts(seconds: float) -> datetime:
 def prediction_row(p: Prediction) -> list[Any]:
     return [p.event_id, p.entity_id, p.ts, p.model, p.version, label_text(p.prediction), p.score,
             p.shadow_scores, _json(p.explanation).decode(), p.latency_ms,
-            _ts(p.received_at), _ts(p.predicted_at)]
+            _ts(p.received_at), _ts(p.predicted_at), p.state_version or p.version,
+            p.trained_from or 0, p.trained_through or 0, p.features]
 
 
 def label_row(label: Label) -> list[Any]:
@@ -185,7 +186,7 @@ def training_row(t: TrainingExample | PublishRequest) -> list[Any] | None:
         return None
     return [t.event_id, t.model, t.version, label_text(t.label), label_text(t.served), t.score,
             _json(t.outputs).decode(), None if t.predicted_at is None else _ts(t.predicted_at),
-            None if t.labelled_at is None else _ts(t.labelled_at)]
+            None if t.labelled_at is None else _ts(t.labelled_at), t.features]
 
 
 def deployment_row(d: Deployment) -> list[Any]:
@@ -234,7 +235,8 @@ OFFSET_COLUMNS = ("_topic", "_partition", "_offset")
 ROWS: dict[str, TableSpec] = {spec.table: spec for spec in (
     TableSpec("predictions", Prediction, prediction_row,
               ("event_id", "entity_id", "ts", "model", "version", "prediction", "score",
-               "shadow_scores", "explanation", "latency_ms", "received_at", "predicted_at")),
+               "shadow_scores", "explanation", "latency_ms", "received_at", "predicted_at",
+               "state_version", "trained_from", "trained_through", "features")),
     TableSpec("labels", Label, label_row, ("event_id", "label", "ts")),
     TableSpec("dead_letters", DeadLetter, dead_letter_row,
               ("ts", "processor", "source_topic", "source_partition", "source_offset", "key",
@@ -245,7 +247,7 @@ ROWS: dict[str, TableSpec] = {spec.table: spec for spec in (
                "hyperparameters", "metrics", "libraries", "artifact_size", "signature")),
     TableSpec("training", TrainingExample, training_row,
               ("event_id", "model", "version", "label", "served", "score", "outputs",
-               "predicted_at", "labelled_at"), decoder=decode_training),
+               "predicted_at", "labelled_at", "features"), decoder=decode_training),
     TableSpec("deployments", Deployment, deployment_row,
               ("ts", "model", "version", "champion", "shadows", "action", "previous", "reason",
                "by")),

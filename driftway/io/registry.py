@@ -26,9 +26,11 @@ class ModelRegistry(RegistryState):
     """Versions, artifacts and deployments, read from Kafka and kept current by ``poll``."""
 
     def __init__(self, settings: Settings, name: str = "registry",
-                 max_artifact_bytes: int = 512 * 1024 * 1024) -> None:
+                 max_artifact_bytes: int = 512 * 1024 * 1024, live: bool = False) -> None:
         super().__init__(settings, max_artifact_bytes)
-        self._topics = {settings.topic(k): k for k in REGISTRY_TOPICS}
+        # live: also the learner's live updates (scoring serves them between releases).
+        kinds = (*REGISTRY_TOPICS, "model-updates") if live else REGISTRY_TOPICS
+        self._topics = {settings.topic(k): k for k in kinds}
         self._consumer = Consumer({
             **client_config(settings),
             "group.id": f"{settings.app_id}-{name}-{uuid.uuid4().hex[:8]}",
@@ -71,7 +73,14 @@ class ModelRegistry(RegistryState):
     def poll(self, timeout: float = 0.0, max_messages: int = 1000) -> set[str]:
         """Apply what arrived; the models whose deployment changed."""
         changed: set[str] = set()
-        for msg in self._consumer.consume(max_messages, timeout=timeout):
+        # Poll, then drain: returns as soon as one record came (consume(n, timeout) would wait
+        # out the timeout unless n came), which is most of a live update's latency.
+        messages = self._consumer.consume(max_messages, timeout=0)
+        if not messages and timeout > 0:
+            first = self._consumer.poll(timeout)
+            messages = [first, *self._consumer.consume(max_messages - 1, timeout=0)] \
+                if first is not None else []
+        for msg in messages:
             if msg.error() is not None:
                 if msg.error().code() != KafkaError._PARTITION_EOF:
                     log.warning("registry consumer: %s", msg.error())
@@ -99,7 +108,9 @@ class ModelRegistry(RegistryState):
                         if msg.error().code() == KafkaError._PARTITION_EOF:
                             eof.add(msg.partition())
                         continue
-                    chunk = ArtifactChunk.model_validate_json(msg.value() or b"{}")
+                    if msg.value() is None:  # a tombstone: the retention rule pruned it
+                        continue
+                    chunk = ArtifactChunk.model_validate_json(msg.value())
                     if chunk.version == meta.version:
                         found[chunk.index] = base64.b64decode(chunk.data_b64)
                 if len(found) == meta.artifact_chunks:

@@ -7,8 +7,9 @@ state, its partition's store) to the records it writes. The shell owns the rest,
   topics the topology says the processor reads, reading committed records only;
 - exactly-once output: everything a batch writes — output, dead letters, the state's changelog —
   goes out in one Kafka transaction with the input offsets it consumed, committed every
-  ``processing.commit_interval`` seconds (the latency a read_committed reader sees, traded against
-  the cost of a commit);
+  ``processing.commit_interval`` seconds under load, and as soon as the input goes quiet
+  otherwise (``processing.commit_min_interval``): the latency a read_committed reader sees,
+  traded against the cost of a commit;
 - dead letters: whatever handling one record raises makes that record a dead letter with the
   reason, its state changes undone, and its neighbours are served; a failure that is not a
   record's (the broker, a transaction that cannot commit) ends the run with the transaction
@@ -81,8 +82,9 @@ class Processor(Protocol):
     - ``resume_at(assigned)``: on assignment, the offsets to read the given (topic key,
       partition) pairs from instead of the committed ones (the sink resumes after what
       ClickHouse holds);
-    - ``commit_interval`` / ``commit_records``: seconds and records per transaction, instead
-      of ``processing.commit_interval`` and no limit;
+    - ``commit_interval`` / ``commit_records`` / ``commit_min_interval``: seconds and records
+      per transaction, and how soon a transaction whose input went quiet commits, instead of
+      ``processing.commit_interval``, no limit and ``processing.commit_min_interval``;
     - ``close()``: after the last commit, whatever the processor opened itself.
     """
 
@@ -144,6 +146,11 @@ class Runtime:
                          # the retry was most of a commit's latency (bench/passthrough.py).
                          "retry.backoff.ms": 5,
                          "delivery.report.only.error": True,
+                         # The largest record a topic it writes takes (the learner's live
+                         # updates of a heavy model); the broker holds every other to 1 MB.
+                         "message.max.bytes": max(
+                             [1_000_000, *(topology.topic(k).max_message_bytes or 0
+                                           for k in self.spec.writes)]),
                          "on_delivery": self._on_delivery}))
         self._produce = self.producer.produce
 
@@ -175,10 +182,15 @@ class Runtime:
         last_log = last_tick = time.monotonic()
         tick = getattr(self.processor, "tick", None)
         interval = getattr(self.processor, "commit_interval", p.commit_interval)
+        quiet = min(interval, getattr(self.processor, "commit_min_interval",
+                                      p.commit_min_interval))
         most = getattr(self.processor, "commit_records", None) or float("inf")
         try:
             while not self.stopping.is_set():
-                messages = self._next_batch(p.batch_size, p.batch_within)
+                wait = p.batch_within
+                if self._in_transaction:  # wait no longer than until it may commit early
+                    wait = min(wait, max(0.001, quiet - self._open_for()))
+                messages = self._next_batch(p.batch_size, wait)
                 if messages:
                     began = time.monotonic()
                     self._process(messages)
@@ -187,8 +199,11 @@ class Runtime:
                 if tick is not None and time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
                     self._tick(tick)
+                # Commit every `interval` under load; as soon as the input goes quiet
+                # otherwise (once `quiet` has passed): a record waits for more work only
+                # while more is coming.
                 if self._in_transaction and (
-                        time.monotonic() - self._transaction_started >= interval
+                        self._open_for() >= (quiet if not messages else interval)
                         or self._transaction_records >= most):
                     self._commit()
                 if time.monotonic() - last_log >= p.metrics_log_seconds:
@@ -218,6 +233,9 @@ class Runtime:
                 return []
             messages = [first, *self.consumer.consume(size - 1, timeout=0)]
         return messages
+
+    def _open_for(self) -> float:
+        return time.monotonic() - self._transaction_started
 
     def _begin(self) -> None:
         if not self._in_transaction:

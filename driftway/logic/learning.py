@@ -23,13 +23,15 @@ from river import metrics
 
 from driftway.logic import artifacts
 from driftway.logic.drift import ConceptDriftDetector
-from driftway.logic.models import coerce_label, is_classifier, make_model
+from driftway.logic.models import is_classifier, make_model
 from driftway.logic.policy import Decision, Policy
 from driftway.logic.registry import next_deployment, update_deployment
+from driftway.logic.replay import learnable
 from driftway.schemas.events import (
     Deployment,
     DriftEvent,
     LabelValue,
+    LineState,
     Metric,
     ModelVersion,
     Output,
@@ -170,6 +172,7 @@ class Learner:
         p = settings.processing
         self.model_name = model_name or p.model_name
         self.spec = p.model
+        self.caps = {"max_categories": p.max_categories, "max_features": p.max_features}
         self.key = settings.signing_key_bytes
         self.topic = settings.topic("training")
         self.publish_every = p.publish_every
@@ -199,7 +202,7 @@ class Learner:
 
     def first_version(self) -> tuple[ModelVersion, bytes, Any]:
         """A fresh model from the configured factory: version zero, covering no offsets."""
-        model = make_model(self.spec)
+        model = make_model(self.spec, **self.caps)
         meta, artifact = artifacts.build_version(
             self.model_name, model, self.key, parent=None, reason=f"initial: {self.spec}",
             training_offsets=TrainingOffsets(topic=self.topic, start=0, end=0),
@@ -241,6 +244,13 @@ class Learner:
             return None
         return next((ln for ln in self.lines if ln.slot == self.deployment.champion), None)
 
+    def line_states(self, position: int) -> list[LineState]:
+        """Every line's model as it is now, signed: its release plus what it learned since, up
+        to the training offset `position` (the next one to read)."""
+        return [artifacts.line_state(self.model_name, line.slot, line.head, line.start,
+                                     max(position, line.start), line.seen, line.model, self.key)
+                for line in self.lines]
+
     # -- the step -----------------------------------------------------------------------------
 
     def step(self, offset: int, record: TrainingExample | PublishRequest) -> StepResult:
@@ -251,11 +261,13 @@ class Learner:
         if isinstance(record, PublishRequest):
             self._publish_all(offset, record.reason, result)
             return result
-        try:
-            y = coerce_label(self.template, record.label)
+        try:  # the rule `driftway explain` rebuilds states by
+            example = learnable(record, self.model_name, self.template)
         except ValueError as exc:
             result.dead.append(f"learner: {exc}")
             return result
+        assert example is not None
+        x, y = example
         if offset >= self.emit_metrics_from:
             outputs = record.outputs or {record.version: Output(prediction=record.served,
                                                                score=record.score)}
@@ -271,11 +283,11 @@ class Learner:
                 decision = self.policy.observe(losses, served_by.id if served_by else None)
                 if decision is not None:
                     self._decide(decision, offset, result)
-        self.recent.append((offset, record.features, y))
+        self.recent.append((offset, x, y))
         for line in list(self.lines):
             if offset < line.start:
                 continue  # replay: this line's latest version already covers it
-            line.model.learn_one(record.features, y)
+            line.model.learn_one(x, y)
             line.since += 1
             line.seen += 1
             if line.since >= self.publish_every:
@@ -320,7 +332,7 @@ class Learner:
 
     def _start_challenger(self, champion: Line, offset: int, change_offset: int,
                           detector: str, result: StepResult) -> None:
-        model = make_model(self.spec)
+        model = make_model(self.spec, **self.caps)
         since = [(o, x, y) for o, x, y in self.recent if o >= change_offset]
         if self.policy_settings.challenger == "change_point":
             for _o, x, y in since:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from river import base, compose, forest, linear_model, preprocessing, tree
 
+from driftway.logic.vocabulary import FeatureCap, bounded, capped
 from driftway.schemas.events import Contribution, LabelValue, label_text
 
 SETTING = "DRIFTWAY_PROCESSING__MODEL"
@@ -80,19 +81,23 @@ class Explained(NamedTuple):
     explanation: list[Contribution]
 
 
-def make_model(spec: str) -> Any:
+def make_model(spec: str, max_categories: int = 0, max_features: int = 0) -> Any:
     """A fresh, untrained River classifier or regressor from the model setting.
 
     `spec` is a name in MODELS; an import path ``package.module:attr`` whose attr is a factory
     (called with no arguments) or an estimator instance (cloned: hyperparameters kept, learned
     state not); or an expression over River's submodules, with no builtins. The setting is trusted
     configuration (an import path runs any code anyway): the checks catch mistakes, not attacks.
+    A cap (`max_categories` values per string field, `max_features` names; 0: none) puts a
+    `driftway.logic.vocabulary.FeatureCap` in front of the model.
 
     >>> model = make_model("preprocessing.StandardScaler() | linear_model.LinearRegression(l2=0.1)")
     >>> list(model.steps), model["LinearRegression"].l2
     (['StandardScaler', 'LinearRegression'], 0.1)
     >>> make_model("river.naive_bayes:GaussianNB")
     GaussianNB ()
+    >>> list(make_model("logistic_regression", max_categories=100, max_features=1000).steps)
+    ['FeatureCap', 'StandardScaler', 'LogisticRegression']
     >>> make_model("stats.Mean()")
     Traceback (most recent call last):
     ...
@@ -107,7 +112,7 @@ def make_model(spec: str) -> Any:
         model = _from_expression(spec)
     if not isinstance(model, base.Classifier | base.Regressor):
         raise _bad_spec(spec, f"it gives {type(model).__name__}, not a classifier or regressor")
-    return model
+    return bounded(model, max_categories, max_features)
 
 
 def is_classifier(model: Any) -> bool:
@@ -170,7 +175,8 @@ def predict_explained(model: Any, x: dict[str, float], top: int) -> Explained:
     score with the feature left out. That costs one more prediction per feature, so it runs only
     for at most MAX_OCCLUDED features (else no explanation). `top` == 0 skips explaining. A
     classifier that has no probabilities yet gives (None, None, None, []); one that never gives
-    probabilities gives its prediction, unscored and unexplained.
+    probabilities gives its prediction, unscored and unexplained. Behind a feature cap, the
+    explanation names the features the model sees past it (e.g. ``zipcode=<other>``).
 
     >>> model = make_model("hoeffding_tree")
     >>> predict_explained(model, {"a": 1.0}, top=3)
@@ -187,6 +193,7 @@ def predict_explained(model: Any, x: dict[str, float], top: int) -> Explained:
     linear = _linear_parts(model)
     if linear is not None:
         return _explain_linear(*linear, x, top)
+    x = capped(model, x)  # occluded one by one in the names the model sees past its cap
     pred, score, proba = _predict(model, x, classifier)
     if score is None or len(x) > MAX_OCCLUDED:
         return Explained(pred, score, proba, [])
@@ -248,6 +255,8 @@ def _explain_linear(
     xt = x
     for step in pre:
         xt = step.transform_one(xt)
+        if isinstance(step, FeatureCap):
+            x = xt  # contributions named, and valued, as the cap gives them: zipcode=<other>
     pred, score, proba = _predict(estimator, xt, isinstance(estimator, base.Classifier))
     if pred is None:
         return Explained(pred, score, proba, [])

@@ -1,9 +1,11 @@
 """The learning loop without Kafka: serve with the deployed versions, learn from delayed labels.
 
 The same ``Learner`` (evaluation, concept drift, policy, publication) that runs on the training
-topic, fed in-process: each event is answered by the deployed champion and shadows — the frozen
-published versions, as scoring serves them — and its label reaches the learner ``label_delay``
-events later. Tests and the drift and adaptation benchmarks use it to run long streams fast.
+topic, fed in-process: each event is answered by the deployed champion and shadows as scoring
+serves them — each line's model as learned so far (``processing.live_updates``, the default), or
+the frozen published versions — and its label reaches the learner ``label_delay`` events later.
+Tests, the drift, adaptation and fidelity benchmarks and the demo's summary use it to run long
+streams fast: it is the in-process reference of what the pipeline serves, without its latency.
 
 >>> from driftway.settings import Settings
 >>> loop = OfflineLoop(Settings(signing_key="k" * 16, processing={"publish_every": 50}),
@@ -21,9 +23,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from driftway.logic.features import EntityState, featurize
 from driftway.logic.learning import Learner, StepResult
 from driftway.logic.models import predict_explained
-from driftway.schemas.events import LabelValue, Output, TrainingExample, label_text
+from driftway.schemas.events import LabelValue, Output, RawEvent, TrainingExample, label_text
 from driftway.settings import Settings
 
 
@@ -45,6 +48,7 @@ class OfflineLoop:
     def __init__(self, settings: Settings, label_delay: int = 0) -> None:
         self.learner = Learner(settings)
         self.label_delay = label_delay
+        self.live = settings.processing.live_updates
         self.served: dict[str, Any] = {}
         meta, artifact, _deployment = self.learner.bootstrap()
         self.served[meta.version] = pickle.loads(artifact)  # noqa: S301 - our own bytes
@@ -56,7 +60,8 @@ class OfflineLoop:
         assert deployment is not None
         outputs = {}
         for version in (deployment.champion, *deployment.shadows):
-            a = predict_explained(self.served[version], x, 0)
+            line = self.learner.line_of(version) if self.live else None
+            a = predict_explained(line.model if line else self.served[version], x, 0)
             outputs[version] = Output(prediction=a.prediction, score=a.score, proba=a.proba)
         return deployment.champion, outputs
 
@@ -90,3 +95,19 @@ class OfflineLoop:
         prediction = outputs[champion].prediction
         return Step(index, champion, prediction, y, label_text(prediction) == label_text(y),
                     result)
+
+
+def raw_stream(events: Iterable[tuple[dict[str, Any], LabelValue]],
+               ) -> Iterator[tuple[dict[str, float], LabelValue]]:
+    """(raw event, label) pairs → (features, label) as the features processor computes them,
+    with each entity's running state.
+
+    >>> e = {"event_id": "e1", "entity_id": "u", "ts": 1_000, "data": {"amount": 2}}
+    >>> [x for x, _ in raw_stream([(e, True), ({**e, "ts": 3_000}, False)])][1]
+    {'amount': 2.0, 'entity.events': 2.0, 'entity.seconds_since_last': 2.0}
+    """
+    states: dict[str, EntityState] = {}
+    for raw, label in events:
+        event = RawEvent.model_validate(raw)
+        vector, states[event.entity_id] = featurize(event, states.get(event.entity_id), 0.0)
+        yield vector.features, label

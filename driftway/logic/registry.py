@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from driftway.logic import artifacts
@@ -21,6 +21,7 @@ from driftway.schemas.events import (
     DeadLetter,
     DeployAction,
     Deployment,
+    ModelState,
     ModelVersion,
     failure_reason,
 )
@@ -133,7 +134,12 @@ class RegistryState:
         self.coordinates: dict[str, tuple[str, int, int, bytes]] = {}
         self.deployments: dict[str, Deployment] = {}
         self.history: dict[str, list[Deployment]] = {}
+        self.live: dict[str, ModelState] = {}  # the latest live update of each model
         self.invalid: list[DeadLetter] = []
+        #: Versions whose artifact chunks were tombstoned by the retention rule (``prunable``).
+        self.pruned: set[str] = set()
+        #: Versions with artifact chunks on the topic (whole or not, in memory or evicted).
+        self.stored: set[str] = set()
         self._chunks: dict[str, dict[int, bytes]] = {}
         self._artifacts: OrderedDict[str, bytes] = OrderedDict()
         self._artifact_bytes = 0
@@ -148,7 +154,9 @@ class RegistryState:
               value: bytes | None) -> str | None:
         """Take one record of a registry topic (`kind` is its topic key); the model whose
         deployment it changed, if any. A record that does not decode is kept in `invalid`."""
-        if value is None:  # a compaction tombstone
+        if value is None:  # a compaction tombstone: of an artifact chunk, the version is pruned
+            if kind == "model-artifacts" and key is not None:
+                self._forget_artifact(chunk_version(key))
             return None
         try:
             if kind == "model-versions":
@@ -157,6 +165,10 @@ class RegistryState:
                 self.coordinates[meta.version] = (topic, partition, offset, value)
             elif kind == "model-artifacts":
                 self._add_chunk(ArtifactChunk.model_validate_json(value))
+            elif kind == "model-updates":
+                state = ModelState.from_bytes(value)
+                self.live[state.model] = state
+                return None
             else:
                 deployment = Deployment.model_validate_json(value)
                 self.deployments[deployment.model] = deployment
@@ -168,6 +180,8 @@ class RegistryState:
         return None
 
     def _add_chunk(self, chunk: ArtifactChunk) -> None:
+        self.stored.add(chunk.version)
+        self.pruned.discard(chunk.version)  # published again (a replay makes the same version)
         if chunk.version in self._artifacts:
             return
         parts = self._chunks.setdefault(chunk.version, {})
@@ -181,15 +195,37 @@ class RegistryState:
                 _, evicted = self._artifacts.popitem(last=False)
                 self._artifact_bytes -= len(evicted)
 
+    def _forget_artifact(self, version: str) -> None:
+        """A chunk of `version` was tombstoned: its artifact is gone from the topic."""
+        if not version:
+            return
+        self.pruned.add(version)
+        self.stored.discard(version)
+        self._chunks.pop(version, None)
+        data = self._artifacts.pop(version, None)
+        if data is not None:
+            self._artifact_bytes -= len(data)
+
     def artifact(self, version: str) -> bytes | None:
         """The complete artifact of a version, if it has arrived (or, evicted, can be re-read)."""
         if version in self._artifacts:
             self._artifacts.move_to_end(version)
             return self._artifacts[version]
         meta = self.versions.get(version)
-        if meta is None or version in self._chunks:
+        if meta is None or version in self._chunks or version in self.pruned:
             return None
         return self._reread(meta)
+
+    def unavailable(self, meta: ModelVersion) -> RegistryError:
+        """Why the artifact of `meta` cannot be had (when `artifact` gave None), as an error."""
+        name = f"{meta.model}@{meta.version[:12]}"
+        if meta.version in self.pruned:
+            return RegistryError(
+                f"the artifact of {name} was pruned by the registry's retention rule (setting "
+                "registry.prune, DRIFTWAY_REGISTRY__PRUNE): it was neither deployed nor needed "
+                "to reproduce a stored prediction. Its metadata and lineage are kept, its model "
+                "is not; deploy a version that still has its artifact (`driftway models list`)")
+        return RegistryError(f"the artifact of {name} has not arrived")
 
     def _reread(self, meta: ModelVersion) -> bytes | None:
         """An evicted artifact read again from its source; state alone has none."""
@@ -202,7 +238,7 @@ class RegistryState:
             raise RegistryError(f"no version {version[:12]} in the registry")
         data = self.artifact(version)
         if data is None:
-            raise RegistryError(f"the artifact of {meta.model}@{version[:12]} has not arrived")
+            raise self.unavailable(meta)
         return artifacts.load(meta, data, self.key)
 
     def refusal(self, processor: str, refused: artifacts.ArtifactRefused) -> DeadLetter:
@@ -254,3 +290,98 @@ class RegistryState:
                 return current
             current = max(kids, key=lambda c: c.training_offsets.end)  # type: ignore[union-attr]
             seen.add(current.version)
+
+
+# -- retention: which versions keep their artifacts ------------------------------------------
+
+#: How long a version keeps its artifact after it was published or superseded, by default.
+GRACE = timedelta(hours=1)
+
+
+def chunk_version(key: bytes | str) -> str:
+    """The version an artifact chunk's Kafka key (``model@version/index``) names; '' if none.
+
+    >>> chunk_version(b"default@3f2a9c/0"), chunk_version("no-key")
+    ('3f2a9c', '')
+    """
+    text = key.decode(errors="replace") if isinstance(key, bytes) else key
+    head, slash, _index = text.rpartition("/")
+    return head.rpartition("@")[2] if slash and "@" in head else ""
+
+
+def kept(state: RegistryState, model: str, needed: set[str], now: datetime,
+         grace: timedelta = GRACE) -> dict[str, str]:
+    """The versions of `model` whose artifacts the retention rule keeps, each with why.
+
+    Kept: the current deployment's champion and shadows, and its previous champion (what
+    `driftway models rollback` returns to); the latest published descendant of each deployed
+    version (where the learner resumes that line after a restart); every version in `needed`
+    (named by a stored prediction: reproducing it needs that version's artifact — the caller
+    adds the versions deployed within `grace`, whose predictions may still be on their way);
+    and every version published, or superseded by a child, within `grace` of `now`.
+
+    Version zero is not kept for being first: nothing loads it once its line has learned (a
+    restart resumes from the latest descendant, a challenger starts from a fresh model), and a
+    learner that finds nothing deployed publishes it again.
+
+    >>> from driftway.settings import Settings
+    >>> state = RegistryState(Settings())
+    >>> for v, parent in [("v0", None), ("v1", "v0"), ("v2", "v1")]:
+    ...     meta = ModelVersion(model="m", version=v, parent=parent,
+    ...                         created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    ...     _ = state.apply("model-versions", "t", 0, 0, None, meta.to_bytes())
+    >>> state.deployments["m"] = next_deployment(None, "m", "init", "v2")
+    >>> kept(state, "m", {"v0"}, datetime(2026, 1, 2, tzinfo=UTC))
+    {'v2': 'champion', 'v0': 'named by a stored prediction'}
+    """
+    versions = {v.version: v for v in state.versions.values() if v.model == model}
+    keep: dict[str, str] = {}
+
+    def add(version: str | None, why: str) -> None:
+        if version is not None and version in versions and version not in keep:
+            keep[version] = why
+
+    deployment = state.deployments.get(model)
+    deployed = [] if deployment is None else [deployment.champion, *deployment.shadows]
+    if deployment is not None:
+        add(deployment.champion, "champion")
+        for shadow in deployment.shadows:
+            add(shadow, "shadow")
+        add(deployment.previous, "previous champion (the rollback target)")
+    for version in deployed:
+        if version in versions:
+            add(state.latest_descendant(version).version,
+                f"latest descendant of the deployed {version[:12]}")
+    for version in sorted(needed):
+        add(version, "named by a stored prediction")
+    for meta in sorted(versions.values(), key=lambda v: v.created_at):
+        if now - meta.created_at < grace:
+            add(meta.version, "published within the grace period")
+            add(meta.parent, "superseded within the grace period")
+    return keep
+
+
+def prunable(state: RegistryState, model: str, needed: set[str], now: datetime,
+             grace: timedelta = GRACE) -> list[ModelVersion]:
+    """The versions of `model` whose artifacts the retention rule prunes, oldest first: those
+    whose chunks are still on the topic and that `kept` does not keep. Their metadata (and so
+    the lineage) stays on the versions topic: only the artifact chunks are tombstoned."""
+    keep = kept(state, model, needed, now, grace)
+    return sorted((v for v in state.versions.values() if v.model == model
+                   and v.version in state.stored and v.version not in keep),
+                  key=lambda v: (v.created_at, v.version))
+
+
+def tombstones(meta: ModelVersion) -> list[tuple[str, str]]:
+    """(topic key, Kafka key) of each artifact chunk of `meta`: written without a value, they
+    prune the artifact (compaction then drops its chunks).
+
+    >>> meta = ModelVersion(model="m", version="ab", created_at=datetime.now(UTC),
+    ...                     artifact_chunks=2)
+    >>> tombstones(meta)
+    [('model-artifacts', 'm@ab/0'), ('model-artifacts', 'm@ab/1')]
+    """
+    count = max(1, meta.artifact_chunks)
+    return [("model-artifacts", artifacts.chunk_key(ArtifactChunk(
+        model=meta.model, version=meta.version, index=i, count=count, data_b64="")))
+        for i in range(count)]

@@ -22,6 +22,10 @@ CREATE TABLE IF NOT EXISTS {db}.predictions
     latency_ms    Float64 COMMENT 'serving latency inside the scoring processor',
     received_at   DateTime64(6, 'UTC') COMMENT 'raw event entered Driftway',
     predicted_at  DateTime64(6, 'UTC'),
+    state_version   String DEFAULT '' COMMENT 'the registry version the serving state descends from',
+    trained_from    UInt64 DEFAULT 0 COMMENT 'training offset where its learning since state_version began',
+    trained_through UInt64 DEFAULT 0 COMMENT 'training offset up to which (exclusive) it had learned',
+    features        Map(String, Float64) COMMENT 'what the prediction was computed from',
     _topic        LowCardinality(String),
     _partition    UInt32,
     _offset       UInt64,
@@ -31,6 +35,12 @@ ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (model, version, event_id)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+ALTER TABLE {db}.predictions
+    ADD COLUMN IF NOT EXISTS state_version String DEFAULT '' AFTER predicted_at,
+    ADD COLUMN IF NOT EXISTS trained_from UInt64 DEFAULT 0 AFTER state_version,
+    ADD COLUMN IF NOT EXISTS trained_through UInt64 DEFAULT 0 AFTER trained_from,
+    ADD COLUMN IF NOT EXISTS features Map(String, Float64) AFTER trained_through;
 
 CREATE TABLE IF NOT EXISTS {db}.labels
 (
@@ -112,6 +122,7 @@ CREATE TABLE IF NOT EXISTS {db}.training
     served      String COMMENT 'the champion prediction',
     score       Nullable(Float64),
     outputs     String DEFAULT '{}' COMMENT 'JSON: version to {prediction, score, proba}',
+    features    Map(String, Float64) COMMENT 'what the learner learns from (driftway explain rebuilds from it)',
     _topic      LowCardinality(String),
     _partition  UInt32,
     _offset     UInt64,
@@ -122,6 +133,7 @@ ORDER BY (_partition, _offset)
 SETTINGS non_replicated_deduplication_window = 1000;
 
 ALTER TABLE {db}.training ADD COLUMN IF NOT EXISTS outputs String DEFAULT '{}' AFTER score;
+ALTER TABLE {db}.training ADD COLUMN IF NOT EXISTS features Map(String, Float64) AFTER outputs;
 
 -- Every deployment record: the history of champions and shadows, and why each changed.
 CREATE TABLE IF NOT EXISTS {db}.deployments

@@ -36,6 +36,11 @@ def test_a_second_demo_reports_its_own_events_from_a_fresh_state(tmp_path: Path)
         assert not re.search(r"^%\d\|", out, re.MULTILINE) and "rdkafka#" not in out, out
         # 750 labelled predictions before the change, each counted once, from this run only.
         assert re.search(r"before the change\s*│\s*750\b", out), out
+        # Beside what was served, the same model learning in process on the same events.
+        assert "learning in process" in out, out
+        reference = re.search(r"before the change\s*│\s*750\s*│\s*([\d.]+)\s*│\s*([\d.]+)",
+                              out)
+        assert reference and 0.5 < float(reference[2]) <= 1.0, out
 
     runs = re.findall(r"demo (run\d{8}T\d{6}): fresh state", first + second)
     assert len(runs) == 2 and runs[0] != runs[1]

@@ -13,7 +13,8 @@ def test_default_topic_names_are_under_the_driftway_prefix() -> None:
     assert names == [
         "driftway.raw", "driftway.features", "driftway.predictions", "driftway.labels",
         "driftway.served", "driftway.training", "driftway.model-versions",
-        "driftway.model-artifacts", "driftway.deployments", "driftway.drift",
+        "driftway.model-artifacts", "driftway.deployments", "driftway.model-updates",
+        "driftway.drift",
         "driftway.metrics", "driftway.dead-letters", "driftway.feedback",
         "driftway.features-state", "driftway.feedback-state",
     ]

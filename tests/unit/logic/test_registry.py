@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,10 +12,13 @@ from driftway.logic import artifacts
 from driftway.logic.registry import (
     RegistryError,
     RegistryState,
+    kept,
     next_deployment,
+    prunable,
+    tombstones,
     update_deployment,
 )
-from driftway.schemas.events import Deployment, ModelVersion, TrainingOffsets
+from driftway.schemas.events import ArtifactChunk, Deployment, ModelVersion, TrainingOffsets
 from driftway.settings import Settings
 
 KEY = "0123456789abcdef-registry-test"
@@ -210,3 +213,133 @@ def test_update_deployment_replaces_one_line_or_nothing() -> None:
     assert shadow is not None and (shadow.champion, shadow.shadows) == ("a", ["b2"])
     assert shadow.previous is None  # the champion did not change
     assert update_deployment(d, "gone", "g2", "") is None
+
+
+# -- the retention rule ------------------------------------------------------------------------
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def aged(name: str, parent: str | None, hours: float, end: int | None = None) -> ModelVersion:
+    """A version `hours` before NOW, with a one-chunk artifact."""
+    offsets = None if end is None else TrainingOffsets(topic="t", start=0, end=end)
+    return ModelVersion(model="m", version=name, parent=parent, training_offsets=offsets,
+                        created_at=NOW - timedelta(hours=hours), artifact_chunks=1)
+
+
+def stored_state(*versions: ModelVersion) -> RegistryState:
+    """Versions with their (one-chunk, unsigned) artifacts on the topics."""
+    state = RegistryState(SETTINGS)
+    for offset, v in enumerate(versions):
+        chunk = ArtifactChunk(model=v.model, version=v.version, index=0, count=1,
+                              data_b64=base64.b64encode(v.version.encode()).decode())
+        state.apply("model-artifacts", ARTIFACTS, 0, offset, None, chunk.to_bytes())
+        state.apply("model-versions", VERSIONS, 0, offset, None, v.to_bytes())
+    return state
+
+
+def deploy(state: RegistryState, *deployments: Deployment) -> None:
+    for offset, d in enumerate(deployments):
+        state.apply("deployments", DEPLOYMENTS, 0, offset, b"m", d.to_bytes())
+
+
+def prune(state: RegistryState, metas: list[ModelVersion]) -> None:
+    """Apply the tombstones of `metas`, as the artifacts topic delivers them."""
+    for offset, meta in enumerate(metas):
+        for topic, key in tombstones(meta):
+            state.apply(topic, SETTINGS.topic(topic), 0, 1000 + offset, key.encode(), None)
+
+
+def test_the_retention_rule_keeps_the_deployed_their_lines_the_needed_and_the_recent() -> None:
+    # root ─ old ─ champ ─ ahead          (ahead: champ's line, published, not deployed)
+    #            └ side                   (a sibling nothing uses)
+    # prev (the champion before), shadow, used (named by a stored prediction),
+    # superseded ─ fresh (published 10 minutes ago), and stray, other model's.
+    versions = [
+        aged("root", None, 90, 0), aged("old", "root", 80, 100), aged("champ", "old", 70, 200),
+        aged("ahead", "champ", 60, 300), aged("side", "old", 75, 150), aged("prev", None, 85),
+        aged("shadow", None, 50), aged("used", None, 40), aged("superseded", None, 30, 10),
+        aged("fresh", "superseded", 1 / 6, 20), aged("stray", None, 20),
+        aged("elsewhere", None, 90).model_copy(update={"model": "other"}),
+    ]
+    state = stored_state(*versions)
+    first = next_deployment(None, "m", "init", "prev")
+    second = next_deployment(first, "m", "deploy", "champ")
+    deploy(state, first, second, next_deployment(second, "m", "shadow", "shadow"))
+    assert kept(state, "m", {"used", "elsewhere"}, NOW) == {
+        "champ": "champion",
+        "shadow": "shadow",
+        "prev": "previous champion (the rollback target)",
+        "ahead": "latest descendant of the deployed champ",
+        "used": "named by a stored prediction",
+        "fresh": "published within the grace period",
+        "superseded": "superseded within the grace period",
+    }
+    pruned = prunable(state, "m", {"used"}, NOW)
+    assert [v.version for v in pruned] == ["root", "old", "side", "stray"]  # oldest first
+    # Version zero (root) is not kept for being first. A longer grace keeps more: side and
+    # stray were published within it, and old was superseded by side.
+    assert [v.version for v in prunable(state, "m", {"used"}, NOW, timedelta(hours=76))] == [
+        "root"]
+    assert [v.version for v in prunable(state, "other", set(), NOW)] == ["elsewhere"]
+    assert prunable(state, "none", set(), NOW) == []
+
+
+def test_a_model_never_deployed_keeps_only_what_is_needed_or_recent() -> None:
+    state = stored_state(aged("a", None, 5), aged("b", "a", 3), aged("c", "b", 0.5))
+    assert kept(state, "m", set(), NOW) == {"c": "published within the grace period",
+                                           "b": "superseded within the grace period"}
+    assert [v.version for v in prunable(state, "m", set(), NOW)] == ["a"]
+
+
+def test_a_pruned_artifact_is_forgotten_its_metadata_kept_and_its_load_refused() -> None:
+    model = {"weights": [random.Random(2).random() for _ in range(300)]}
+    parent, parent_bytes = built({"w": 0.0})
+    meta, artifact = built(model, parent=parent.version, chunk_bytes=500)
+    state = RegistryState(SETTINGS)
+    publish(state, parent, parent_bytes)
+    publish(state, meta, artifact, offset=1)
+    assert meta.artifact_chunks > 3 and state.load(meta.version) == model
+    assert [k for _, k in tombstones(meta)] == [
+        artifacts.chunk_key(c) for c in artifacts.chunks(meta, artifact)]
+    prune(state, [meta])
+    assert meta.version in state.pruned and meta.version not in state.stored
+    assert state.artifact(meta.version) is None
+    with pytest.raises(RegistryError, match=r"pruned by the registry's retention rule \(setting "
+                                            r"registry.prune, DRIFTWAY_REGISTRY__PRUNE\)"):
+        state.load(meta.version)
+    # Metadata and lineage stay; nothing is pruned twice.
+    assert state.versions[meta.version] == meta
+    assert [v.version for v in state.lineage(meta.version)] == [meta.version, parent.version]
+    later = datetime.now(UTC) + timedelta(hours=2)
+    assert [v.version for v in prunable(state, "m", set(), later)] == [parent.version]
+    assert state.load(parent.version) == {"w": 0.0}
+    # Tombstones applied again (a reader from the start, a round written twice): the same.
+    before = (set(state.pruned), set(state.stored), state._artifact_bytes)
+    prune(state, [meta, meta])
+    assert (set(state.pruned), set(state.stored), state._artifact_bytes) == before
+    assert state.invalid == []
+    # Published again (a learner replaying makes the same version): it is back.
+    publish(state, meta, artifact, offset=2)
+    assert meta.version not in state.pruned and state.load(meta.version) == model
+
+
+def test_a_pruned_artifact_is_not_read_again_and_odd_tombstones_are_ignored() -> None:
+    class Counting(RegistryState):
+        rereads = 0
+
+        def _reread(self, meta: ModelVersion) -> bytes | None:
+            self.rereads += 1
+            return None
+
+    (old, old_bytes), (new, new_bytes) = built({"w": 1.0}), built({"w": 2.0})
+    state = Counting(SETTINGS, max_artifact_bytes=1)  # keeps one artifact in memory
+    publish(state, old, old_bytes)
+    publish(state, new, new_bytes, offset=1)
+    assert state.artifact(old.version) is None and state.rereads == 1  # evicted: read again
+    prune(state, [old])
+    assert state.artifact(old.version) is None and state.rereads == 1  # pruned: not
+    for key in (b"no-slash", b"no-at/0", None):
+        state.apply("model-artifacts", ARTIFACTS, 0, 5, key, None)
+    assert state.pruned == {old.version} and state.invalid == []
+    assert state.artifact(new.version) == new_bytes

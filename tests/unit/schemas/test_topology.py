@@ -16,8 +16,10 @@ from driftway.schemas.topology import PROCESSORS, REGISTRY, TOPIC_KEYS, TOPICS, 
 #: Written by upstream applications (through the SDK), not by a processor.
 UPSTREAM = {"raw", "labels"}
 #: Read outside the processors: predictions by subscribers, the registry by every version's user.
-#: Read by subscribers, the registry, and each stateful processor when it restores its state.
-READ_OUTSIDE = {"predictions", *REGISTRY, *(p.state for p in PROCESSORS if p.state)}
+#: Read by subscribers, the registry, scoring's watcher (the learner's live updates), and each
+#: stateful processor when it restores its state.
+READ_OUTSIDE = {"predictions", *REGISTRY, "model-updates",
+                *(p.state for p in PROCESSORS if p.state)}
 
 WRITTEN = {key for p in PROCESSORS for key in p.writes}
 READ = {key for p in PROCESSORS for key in p.reads}
@@ -80,3 +82,14 @@ def test_an_unknown_processor_is_refused_with_the_known_ones() -> None:
                               env={"PYTHONHASHSEED": "0"})
     assert done.exit_code == 2 and "'scorer' is not one of" in done.output
     assert "'features'" in done.output and "'sink'" in done.output
+
+
+def test_live_updates_are_compacted_in_small_segments_so_the_topic_stays_bounded() -> None:
+    from driftway.schemas.topology import topic_specs
+    from driftway.settings import Settings
+
+    spec = {s.key: s for s in topic_specs(Settings())}["model-updates"]
+    assert spec.partitions == 1 and spec.config["cleanup.policy"] == "compact"
+    # Compaction cleans closed segments only: 16 MiB ones keep it near one record per model.
+    assert int(spec.config["segment.bytes"]) <= 16 * 1024 * 1024
+    assert int(spec.config["max.message.bytes"]) >= 16 * 1024 * 1024  # a forest's state fits

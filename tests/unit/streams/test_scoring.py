@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from driftway.logic.models import make_model
 from driftway.logic.registry import next_deployment
 from driftway.schemas.events import FeatureVector
-from driftway.streams.scoring import ServingSet, score_event
+from driftway.streams.scoring import ServedModel, ServingSet, score_event
 
 
 def vector(event_id: str, x: float) -> FeatureVector:
@@ -26,7 +26,8 @@ def test_champion_answers_and_shadows_are_scored_beside_it() -> None:
     champion, shadow = trained(flip=False), trained(flip=True)
     deployment = next_deployment(next_deployment(None, "loans", "init", "v1"), "loans",
                                  "shadow", "v2")
-    serving = ServingSet(deployment, ("v1", champion), (("v2", shadow),))
+    serving = ServingSet(deployment, ServedModel("v1", champion, "v0", 10, 12),
+                         (ServedModel("v2", shadow, "v2", 11, 12),))
     prediction, served = score_event(serving, vector("e1", 1.0), explain_top=2,
                                      started=time.time())
     # The champion's answer is the prediction; the shadow's only rides along.
@@ -36,10 +37,15 @@ def test_champion_answers_and_shadows_are_scored_beside_it() -> None:
     assert served.outputs["v1"].proba is not None and served.champion == "v1"
     assert [c.feature for c in prediction.explanation][0] == "x"
     assert served.features == {"x": 1.0, "noise": 0.1} and prediction.latency_ms >= 0.0
+    # It names the exact state that answered, and what it answered from.
+    assert (prediction.state_version, prediction.trained_from, prediction.trained_through) == (
+        "v0", 10, 12)
+    assert prediction.features == served.features
 
 
 def test_without_shadows_nothing_extra_is_computed() -> None:
-    serving = ServingSet(next_deployment(None, "m", "init", "v1"), ("v1", trained(False)), ())
+    serving = ServingSet(next_deployment(None, "m", "init", "v1"),
+                         ServedModel("v1", trained(False), "v1", 0, 0), ())
     prediction, served = score_event(serving, vector("e1", -1.0), 0, time.time())
     assert prediction.shadow_scores == {} and prediction.explanation == []
     assert list(served.outputs) == ["v1"] and prediction.prediction is False
