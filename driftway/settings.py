@@ -199,10 +199,10 @@ class ProcessingSettings(BaseModel):
     )
     live_updates: bool = Field(
         True,
-        description="Stream each deployed line's model state from the learner to scoring at "
-        "the learner's commits (the model-updates topic), so what is served follows what was "
-        "learned within milliseconds, not only at published versions. False: scoring serves "
-        "published versions only.")
+        description="Stream each deployed line's model state from the learner to scoring "
+        "after each of the learner's batches (the model-updates topic), so what is served "
+        "follows what was learned within milliseconds, not only at published versions. False: "
+        "scoring serves published versions only.")
     live_update_seconds: float = Field(
         0.0, ge=0, le=3600,
         description="Least seconds between two live updates of a model. The learner also "

@@ -63,6 +63,10 @@ class Topic:
     #: Segment size of a compacted topic that is rewritten often: compaction only cleans
     #: closed segments, so small ones keep it near one record per key.
     segment_bytes: int | None = None
+    #: False: written at once, outside the writer's transactions — for records that are a pure
+    #: function of committed input, keyed so that the latest wins (a crash and replay writes
+    #: the same again), where waiting for the commit would only add latency.
+    transactional: bool = True
 
     @property
     def compacted(self) -> bool:
@@ -116,10 +120,13 @@ TOPICS: tuple[Topic, ...] = (
           retention_days=None, max_message_bytes=8 * 1024 * 1024),
     Topic("deployments", Deployment, "model", partitions=1, retention_days=None,
           table="deployments"),
-    # What each deployed line has learned so far, rewritten at the learner's commits: scoring
-    # serves it between two releases. Compacted by model, so it holds one record per model.
+    # What each deployed line has learned so far, rewritten after each of the learner's
+    # batches: scoring serves it between two releases. Compacted by model, so it holds one
+    # record per model. Each state is a function of committed training records alone (a
+    # replay rebuilds it bit for bit), so it need not wait for the learner's commit.
     Topic("model-updates", ModelState, "model", partitions=1, retention_days=None,
-          max_message_bytes=64 * 1024 * 1024, segment_bytes=16 * 1024 * 1024),
+          max_message_bytes=64 * 1024 * 1024, segment_bytes=16 * 1024 * 1024,
+          transactional=False),
     Topic("drift", DriftEvent, "model", partitions=1, retention_days=30, table="drift_events"),
     Topic("metrics", Metric, "model@version", partitions=1, table="metrics"),
     Topic("dead-letters", DeadLetter, "source topic", retention_days=30, table="dead_letters"),

@@ -96,11 +96,12 @@ class LearnerProcessor:
         """...and while none come (a refused artifact is reported without waiting for one);
         a live update held back by `live_every` goes out now."""
         outs = self.begin_batch()
-        return outs + self.flush()
+        return outs + self.end_batch()
 
-    def flush(self) -> list[Out]:
-        """Before each commit: the lines' states as a live update, if they learned since the
-        last one (they commit with the training offsets they cover)."""
+    def end_batch(self) -> list[Out]:
+        """After each batch: the lines' states as a live update, if they learned since the
+        last one. They go out at once, before the commit: a state is a function of committed
+        training records, which a replay after a crash learns again bit for bit."""
         if not self.live:
             return []
         shown = (self.position, *((ln.slot, ln.head, ln.start) for ln in self.learner.lines))

@@ -180,7 +180,8 @@ class DeploymentWatcher(threading.Thread):
     def _release(self, registry: ModelRegistry, version: str) -> ServedModel:
         if version in self._loaded:
             return self._loaded[version]
-        return ServedModel.release(registry.versions[version], registry.load(version))
+        model = registry.load(version)  # RegistryError while its metadata or chunks travel
+        return ServedModel.release(registry.versions[version], model)
 
     def _newest(self, release: ServedModel, live: ModelState | None) -> ServedModel:
         """What a slot serves: its live state if newer than what it serves now (a learner

@@ -74,6 +74,9 @@ class Processor(Protocol):
       zero and its deployment);
     - ``begin_batch()``: before each batch (scoring takes the current serving set), and the
       records it returns are written with the batch (the learner follows deployments);
+    - ``end_batch()``: after each batch, the records it returns are written with it (the
+      learner's live updates, on a topic the topology writes outside the transactions:
+      those go out at once);
     - ``tick(now, stores)``: once a second, the records a timer makes (feedback's expiry);
     - ``flush()``: before each commit, writes what it keeps for a store outside Kafka and
       returns the records to write with the commit (the sink inserts into ClickHouse); if it
@@ -153,6 +156,17 @@ class Runtime:
                                            for k in self.spec.writes)]),
                          "on_delivery": self._on_delivery}))
         self._produce = self.producer.produce
+        # Topics written at once, outside the transactions (the learner's live updates).
+        self._direct = {settings.topic(k) for k in self.spec.writes
+                        if not topology.topic(k).transactional}
+        self.direct: Producer | None = None
+        if self._direct:
+            self.direct = Producer(producer_config(settings, **{
+                "client.id": f"{processor.name}-direct", "linger.ms": 0,
+                "message.max.bytes": max(topology.topic(k).max_message_bytes or 1_000_000
+                                         for k in self.spec.writes
+                                         if not topology.topic(k).transactional),
+                "on_delivery": self._on_direct_delivery}))
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -181,6 +195,7 @@ class Runtime:
                  self.transactional_id)
         last_log = last_tick = time.monotonic()
         tick = getattr(self.processor, "tick", None)
+        end_batch = getattr(self.processor, "end_batch", None)
         interval = getattr(self.processor, "commit_interval", p.commit_interval)
         quiet = min(interval, getattr(self.processor, "commit_min_interval",
                                       p.commit_min_interval))
@@ -194,6 +209,10 @@ class Runtime:
                 if messages:
                     began = time.monotonic()
                     self._process(messages)
+                    if end_batch is not None:
+                        self._write(end_batch() or ())
+                    if self.direct is not None:
+                        self.direct.poll(0)
                     self.metrics.batch(len(messages), time.monotonic() - began)
                     self._transaction_records += len(messages)
                 if tick is not None and time.monotonic() - last_tick >= 1.0:
@@ -218,6 +237,8 @@ class Runtime:
             raise
         finally:
             self.close()
+            if self.direct is not None:
+                self.direct.flush(10)
             close = getattr(self.processor, "close", None)
             if close is not None:
                 close()
@@ -292,9 +313,14 @@ class Runtime:
 
     def _write(self, outs: Iterable[Out]) -> None:
         """Queue a processor's records in the open transaction."""
-        names, emit = self._names, self._emit
+        names, emit, direct = self._names, self._emit, self._direct
         for out in outs:
-            emit(names[out.topic], out.key, out.value, out.partition)
+            topic = names[out.topic]
+            if topic in direct:
+                assert self.direct is not None
+                produce(self.direct, topic, out.key, out.value, None, out.partition)
+            else:
+                emit(topic, out.key, out.value, out.partition)
 
     def _emit(self, topic: str, key: bytes | str | None, value: bytes | None,
               partition: int | None = None) -> None:
@@ -312,6 +338,11 @@ class Runtime:
             self.producer.poll(0)  # the failed deliveries that put the transaction in error
             self._raise_undelivered(exc)
             raise
+
+    def _on_direct_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:  # the next one carries the same and more: not a loss
+            log.warning("%s: a record to %s was not delivered: %s", self.processor.name,
+                        msg.topic(), err)
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:

@@ -15,7 +15,7 @@ from driftway.logic.models import make_model, predict_explained
 from driftway.logic.replay import rebuild
 from driftway.schemas.events import Prediction, label_text
 from driftway.sdk import EventProducer
-from driftway.settings import PolicySettings, ProcessingSettings, Settings
+from driftway.settings import DriftSettings, PolicySettings, ProcessingSettings, Settings
 from tests.integration.helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -49,9 +49,11 @@ def stream(settings: Settings, n: int, delay: int) -> list[Prediction]:
 
 
 def no_releases(stack_settings: Settings, **processing: Any) -> Settings:
-    """No version but version zero: what is served can only move by live updates."""
+    """No version but version zero (no count, no drift alarm, no policy publishes one): what is
+    served can only move by live updates."""
     settings = with_signing_key(stack_settings.model_copy(update={
         "processing": ProcessingSettings(publish_every=1_000_000, **processing),
+        "drift": DriftSettings(concept_warmup=1_000_000),
         "policy": PolicySettings(enabled=False)}))
     return settings
 

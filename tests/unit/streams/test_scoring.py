@@ -49,3 +49,28 @@ def test_without_shadows_nothing_extra_is_computed() -> None:
     prediction, served = score_event(serving, vector("e1", -1.0), 0, time.time())
     assert prediction.shadow_scores == {} and prediction.explanation == []
     assert list(served.outputs) == ["v1"] and prediction.prediction is False
+
+
+def test_a_deployment_that_comes_before_its_versions_waits_for_them() -> None:
+    from driftway.logic.artifacts import build_version
+    from driftway.logic.registry import RegistryState
+    from driftway.settings import Settings
+    from driftway.streams.scoring import DeploymentWatcher
+
+    settings = Settings(signing_key="a-test-signing-key-0123")
+    registry = RegistryState(settings)
+    meta, artifact = build_version("default", trained(False), settings.signing_key_bytes, None)
+    d = next_deployment(None, "default", "init", meta.version)
+    registry.apply("deployments", "d", 0, 0, b"default", d.to_bytes())
+    watcher = DeploymentWatcher(settings, "default")
+    watcher._consider(registry)  # type: ignore[arg-type]  # the deployment alone: nothing yet
+    assert watcher.current is None
+    registry.apply("model-versions", "v", 0, 0, None, meta.to_bytes())
+    watcher._consider(registry)  # type: ignore[arg-type]  # metadata, no artifact: still waits
+    assert watcher.current is None
+    from driftway.logic.artifacts import chunk_key, chunks
+    for chunk in chunks(meta, artifact):
+        registry.apply("model-artifacts", "a", 0, 0, chunk_key(chunk).encode(), chunk.to_bytes())
+    watcher._consider(registry)  # type: ignore[arg-type]
+    assert watcher.current is not None and watcher.current.champion.slot == meta.version
+    assert watcher.current.champion.trained_through == 0  # a release, as published
