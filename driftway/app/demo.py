@@ -22,14 +22,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Producer
-from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 from river.datasets import synth
 
 from driftway.app.query import query, running_endpoint
 from driftway.io.kafka import make_producer
-from driftway.logic.offline import OfflineLoop, raw_stream
+from driftway.logic.offline import learning_in_process, raw_stream
+from driftway.schemas.events import label_text
 from driftway.sdk import EventProducer
 from driftway.settings import Settings
 
@@ -266,13 +266,14 @@ def phase_of(index: int, plan: DemoPlan) -> str:
 
 def reference_accuracy(settings: Settings, plan: DemoPlan) -> dict[str, float]:
     """Accuracy per phase of the same model learning in this process on the same events, with
-    the same label delay (``driftway.logic.offline``): what serving that follows learning
-    without any latency would have scored."""
-    key = SecretStr("in-process-reference-only-key")  # signs nothing that leaves this process
-    loop = OfflineLoop(settings.model_copy(update={"signing_key": key}), plan.label_delay)
+    the same label delay (``driftway.logic.offline.learning_in_process``): what serving that
+    follows learning without any latency would have scored (bench/fidelity.py measures the
+    same)."""
+    stream = list(raw_stream(loan_applications(plan)))
     right: dict[str, list[bool]] = {}
-    for step in loop.run(raw_stream(loan_applications(plan))):
-        right.setdefault(phase_of(step.index, plan), []).append(step.correct)
+    predictions = learning_in_process(stream, settings, plan.label_delay)
+    for i, (prediction, (_x, y)) in enumerate(zip(predictions, stream, strict=True)):
+        right.setdefault(phase_of(i, plan), []).append(label_text(prediction) == label_text(y))
     return {phase: round(sum(r) / len(r), 4) for phase, r in right.items()}
 
 

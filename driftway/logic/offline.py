@@ -25,7 +25,7 @@ from typing import Any
 
 from driftway.logic.features import EntityState, featurize
 from driftway.logic.learning import Learner, StepResult
-from driftway.logic.models import predict_explained
+from driftway.logic.models import coerce_label, make_model, predict_explained
 from driftway.schemas.events import LabelValue, Output, RawEvent, TrainingExample, label_text
 from driftway.settings import Settings
 
@@ -111,3 +111,31 @@ def raw_stream(events: Iterable[tuple[dict[str, Any], LabelValue]],
         event = RawEvent.model_validate(raw)
         vector, states[event.entity_id] = featurize(event, states.get(event.entity_id), 0.0)
         yield vector.features, label
+
+
+def learning_in_process(stream: Iterable[tuple[dict[str, float], LabelValue]],
+                        settings: Settings, label_delay: int, model: Any = None,
+                        ) -> Iterator[LabelValue | None]:
+    """Each event's prediction by the same model learning in this process with the same label
+    delay — predict event i, then learn the label of event i − label_delay — with no policy and
+    no pipeline latency: the reference what the pipeline serves is measured against (the
+    fidelity benchmark, the demo's summary). `model`: one already trained (default: a fresh
+    one, as the learner makes it).
+
+    >>> from driftway.settings import Settings
+    >>> stream = [({"x": float(i % 2)}, i % 2 == 1) for i in range(400)]
+    >>> predictions = list(learning_in_process(stream, Settings(), label_delay=5))
+    >>> predictions[-1], len(predictions)
+    (True, 400)
+    """
+    p = settings.processing
+    if model is None:
+        model = make_model(p.model, max_categories=p.max_categories, max_features=p.max_features)
+    template = make_model(p.model)  # as the learner coerces labels
+    waiting: deque[tuple[dict[str, float], LabelValue]] = deque()
+    for x, y in stream:
+        yield predict_explained(model, x, 0).prediction
+        waiting.append((x, y))
+        if len(waiting) > label_delay:
+            seen, label = waiting.popleft()
+            model.learn_one(seen, coerce_label(template, label))
