@@ -143,12 +143,16 @@ def _start_stack(settings: Settings) -> Any:
     from driftway.app.supervisor import Stack, StackError
     from driftway.io.broker import LauncherError
 
+    stack = Stack(settings)
     try:
-        stack = Stack(settings).start()
+        stack.start()
         stack.wait_until_serving()
         return stack
-    except (LauncherError, StackError, ConnectionError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except BaseException as exc:  # a start-up that fails (or is interrupted) leaves nothing
+        stack.stop()
+        if isinstance(exc, LauncherError | StackError | ConnectionError):
+            raise click.ClickException(str(exc)) from None
+        raise
 
 
 @contextmanager
@@ -182,7 +186,7 @@ def up(ctx: click.Context) -> None:
         from driftway.app.status import LiveStatus
 
         with LiveStatus(settings, console):
-            _wait_for_signal(check=stack.check, stop=stop)
+            _wait_for_signal(check=stack.supervise, stop=stop)
 
 
 @cli.command()
@@ -196,9 +200,9 @@ def up(ctx: click.Context) -> None:
               "feedback, learner, sink — shares two cores here and keeps up with ~1,000/s.")
 @click.option("--malformed-every", default=1_000, show_default=True,
               help="Send a malformed event every N events (0: none).")
-@click.option("--publish-every", default=250, show_default=True,
-              help="Labelled examples between two model versions (the demo's "
-              "processing.publish_every), so serving follows learning closely.")
+@click.option("--publish-every", default=1_000, show_default=True,
+              help="Labelled examples between two released model versions (the demo's "
+              "processing.publish_every); serving follows learning between them (live updates).")
 @click.option("--seed", default=42, show_default=True)
 @click.pass_context
 def demo(ctx: click.Context, events: int, change_at: int | None, label_delay: int, rate: int,
@@ -224,7 +228,7 @@ def demo(ctx: click.Context, events: int, change_at: int | None, label_delay: in
         plan = demo_module.DemoPlan(events=events, change_at=change_at or events // 2,
                                     label_delay=label_delay, rate=rate,
                                     malformed_every=malformed_every, seed=seed, run=run)
-        summary = demo_module.run(settings, plan, console, check=stack.check)
+        summary = demo_module.run(settings, plan, console, check=stack.supervise)
         summary["state_dir"] = settings.state_dir
         demo_module.print_summary(summary, console)
         from driftway.app.report import write_report

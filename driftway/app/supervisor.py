@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter, deque
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +39,34 @@ PROCESSES: dict[str, list[str]] = {p.name: list(p.command) for p in topology.PRO
 
 class StackError(RuntimeError):
     """A part of the stack failed; the message says which and shows its log."""
+
+
+class RestartPolicy:
+    """When a process that exited starts again, and when to give up on it: the back-off doubles
+    from `first` to `longest` seconds with each exit inside `window` seconds, and the `limit`-th
+    exit inside the window gives up (None).
+
+    >>> policy = RestartPolicy(limit=3, window=60, first=1, longest=4)
+    >>> [policy.after("scoring", t) for t in (0, 1, 2)]
+    [1.0, 2.0, None]
+    >>> policy.after("scoring", 200), policy.after("sink", 200)  # a quiet minute forgives
+    (1.0, 1.0)
+    """
+
+    def __init__(self, limit: int = 5, window: float = 120.0, first: float = 0.5,
+                 longest: float = 10.0) -> None:
+        self.limit, self.window, self.first, self.longest = limit, window, first, longest
+        self._exits: dict[str, deque[float]] = {}
+
+    def after(self, name: str, now: float) -> float | None:
+        """Seconds to wait before starting `name` again after its exit at `now`; None: give up."""
+        exits = self._exits.setdefault(name, deque())
+        exits.append(now)
+        while exits and exits[0] <= now - self.window:
+            exits.popleft()
+        if len(exits) >= self.limit:
+            return None
+        return min(self.longest, self.first * 2.0 ** (len(exits) - 1))
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -71,11 +100,14 @@ def _revealed(value: Any) -> Any:
 class Stack:
     """The local Driftway stack as child processes of this one."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, policy: RestartPolicy | None = None) -> None:
         self.settings = settings
         self.broker: LocalBroker | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.log_dir = settings.state_dir / "logs"
+        self.policy = policy or RestartPolicy()
+        self.restarts: Counter[str] = Counter()  # restarts so far, by process ("kafka": broker)
+        self._due: dict[str, float] = {}  # exited processes: when each starts again
         self._env: dict[str, str] = {}
 
     def start(self) -> Stack:
@@ -172,6 +204,43 @@ class Stack:
                 and self.broker.process.poll() is not None:
             raise StackError(f"the Kafka broker exited; see {self.broker.log_path}")
 
+    def supervise(self, now: float | None = None) -> None:
+        """Start again, with back-off, whatever process of the stack exited (the broker too);
+        raise StackError when one keeps crashing (RestartPolicy), which stops the stack."""
+        now = time.monotonic() if now is None else now
+        for name, proc in list(self.children.items()):
+            if proc.poll() is not None:
+                del self.children[name]
+                self._exited(name, f"exited with code {proc.returncode}", self.tail(name, 8),
+                             now)
+        if self.broker is not None and self.broker.process is not None \
+                and self.broker.process.poll() is not None:
+            code = self.broker.process.returncode
+            self.broker.process = None
+            self._exited("kafka", f"(the broker) exited with code {code}",
+                         f"see {self.broker.log_path}", now)
+        for name, at in list(self._due.items()):
+            if at <= now:
+                del self._due[name]
+                self.restarts[name] += 1
+                if name == "kafka":
+                    assert self.broker is not None
+                    self.broker.start()
+                else:
+                    self.spawn(name)
+                log.warning("started %s again (restart %d)", name, self.restarts[name])
+
+    def _exited(self, name: str, how: str, last: str, now: float) -> None:
+        delay = self.policy.after(name, now)
+        if delay is None:
+            raise StackError(
+                f"the {name} process {how} and keeps crashing ({self.policy.limit} exits in "
+                f"{self.policy.window:.0f}s): stopping everything. Last lines of "
+                f"{self.log_dir / (name + '.log')}:\n{last}")
+        log.warning("the %s process %s; starting it again in %.1fs. Last lines:\n%s",
+                    name, how, delay, last)
+        self._due[name] = now + delay
+
     def tail(self, name: str, n: int = 20) -> str:
         path: Path = self.log_dir / f"{name}.log"
         try:
@@ -196,6 +265,7 @@ class Stack:
                     _kill_tree(proc.pid)
                     proc.wait()
         self.children.clear()
+        self._due.clear()
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

@@ -81,6 +81,43 @@ def test_up_runs_everything_and_sigterm_leaves_no_process(tmp_path: Path) -> Non
     assert not (tmp_path / "query.json").exists()
 
 
+def test_a_start_up_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
+    settings = own_broker_settings(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWAY_")}
+    env |= {"DRIFTWAY_STATE_DIR": str(tmp_path),
+            "DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "DRIFTWAY_KAFKA__CONTROLLER_PORT": str(settings.kafka.controller_port),
+            "DRIFTWAY_PROCESSING__MODEL": "os:system"}  # not a model: the learner exits
+    up = subprocess.Popen([sys.executable, "-m", "driftway", "up"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    family: dict[int, psutil.Process] = {}
+    started: set[str] = set()
+    try:
+        while up.poll() is None:  # note everything it started while it runs
+            try:
+                for child in psutil.Process(up.pid).children(recursive=True):
+                    if child.pid not in family:
+                        family[child.pid] = child
+                        started.add(" ".join(child.cmdline()))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+        _out, err = up.communicate(timeout=120)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 1 and "learner" in err, err
+    # It had started the broker and the processors before the learner failed...
+    assert any("kafka.Kafka" in c for c in started) and any("scoring" in c for c in started)
+    time.sleep(0.5)  # ...and stopped every one of them
+    alive = [p for p in family.values()
+             if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [p.cmdline() for p in alive]
+    # The ports are free again: the next `up` can start.
+    with LocalBroker(settings):
+        pass
+
+
 def test_up_fails_clearly_when_the_broker_port_is_taken(tmp_path: Path,
                                                           kafka_broker: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTWAY_")}
