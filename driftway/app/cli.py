@@ -185,7 +185,7 @@ def up(ctx: click.Context) -> None:
     with _stopping(stack):
         from driftway.app.status import LiveStatus
 
-        with LiveStatus(settings, console):
+        with LiveStatus(settings, console, restarts=stack.restarts):
             _wait_for_signal(check=stack.supervise, stop=stop)
 
 
@@ -228,7 +228,8 @@ def demo(ctx: click.Context, events: int, change_at: int | None, label_delay: in
         plan = demo_module.DemoPlan(events=events, change_at=change_at or events // 2,
                                     label_delay=label_delay, rate=rate,
                                     malformed_every=malformed_every, seed=seed, run=run)
-        summary = demo_module.run(settings, plan, console, check=stack.supervise)
+        summary = demo_module.run(settings, plan, console, check=stack.supervise,
+                                  restarts=stack.restarts)
         summary["state_dir"] = settings.state_dir
         demo_module.print_summary(summary, console)
         from driftway.app.report import write_report

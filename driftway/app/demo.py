@@ -16,7 +16,7 @@ import random
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -140,9 +140,9 @@ def counts(settings: Settings, plan: DemoPlan, since: datetime) -> dict[str, int
 
 def run(settings: Settings, plan: DemoPlan, console: Console,
         check: Callable[[], None] = lambda: None, timeout: float = 300.0,
-        live_status: bool = True) -> dict[str, Any]:
-    """Feed the stream, show progress and the live status, wait until everything is stored;
-    return the summary."""
+        live_status: bool = True, restarts: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Feed the stream, show progress and the live status (with the supervisor's `restarts`),
+    wait until everything is stored; return the summary."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from driftway.app.status import LiveStatus
@@ -165,7 +165,8 @@ def run(settings: Settings, plan: DemoPlan, console: Console,
         transient=False, disable=not console.is_terminal)
     # On a terminal the status table refreshes under the progress bars (one live display);
     # otherwise both print plain lines.
-    display: Any = LiveStatus(settings, console, extra=progress) if live_status else progress
+    display: Any = (LiveStatus(settings, console, extra=progress, restarts=restarts)
+                    if live_status else progress)
     with display:
         t_sent = progress.add_task("events sent", total=plan.events)
         t_pred = progress.add_task("predictions stored", total=plan.events)

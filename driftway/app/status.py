@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
@@ -41,6 +41,7 @@ class Reading:
     shadows: list[str] = field(default_factory=list)
     last_drift: str | None = None
     rates: dict[str, float] = field(default_factory=dict)  # topic key → records/s
+    restarts: dict[str, int] = field(default_factory=dict)  # process → times started again
 
 
 class StatusProbe:
@@ -150,15 +151,19 @@ def render(reading: Reading, model: str) -> Table:
                   header_style="bold")
     table.add_column("processor")
     table.add_column("lag (records)", justify="right")
+    table.add_column("restarts", justify="right")
     for name, lag in reading.lag.items():
-        table.add_row(name, "—" if lag is None else f"{lag:,}")
+        table.add_row(name, "—" if lag is None else f"{lag:,}",
+                      str(reading.restarts.get(name, 0)))
     rates = reading.rates
     table.caption = (
         f"events in {rates.get('raw', 0):,.0f}/s · predictions out "
         f"{rates.get('predictions', 0):,.0f}/s · labels {rates.get('labels', 0):,.0f}/s\n"
         f"{model}: champion {(reading.champion or '—')[:12]}"
         + (f", shadows {', '.join(s[:12] for s in reading.shadows)}" if reading.shadows else "")
-        + f"\nlast drift: {reading.last_drift or 'none'}")
+        + f"\nlast drift: {reading.last_drift or 'none'}"
+        + (f"\nbroker restarts: {reading.restarts['kafka']}" if "kafka" in reading.restarts
+           else ""))
     table.caption_justify = "left"
     return table
 
@@ -169,17 +174,22 @@ def line(reading: Reading, model: str) -> str:
     return (f"status: in {reading.rates.get('raw', 0):.0f}/s, out "
             f"{reading.rates.get('predictions', 0):.0f}/s; lag: {lags}; champion "
             f"{(reading.champion or '-')[:12]}, shadows {len(reading.shadows)}; last drift: "
-            f"{reading.last_drift or 'none'}")
+            f"{reading.last_drift or 'none'}"
+            + ("; restarts: " + ", ".join(f"{n} {k}" for n, k in reading.restarts.items())
+               if reading.restarts else ""))
 
 
 class LiveStatus:
     """Refreshes the status every `every` seconds in a thread, in place or as log lines.
 
-    `extra` renders above the table (the demo's progress bars)."""
+    `extra` renders above the table (the demo's progress bars); `restarts` is the supervisor's
+    count of restarts by process, shown as it grows."""
 
     def __init__(self, settings: Settings, console: Console, every: float = 1.0,
-                 plain_every: float = 5.0, extra: RenderableType | None = None) -> None:
+                 plain_every: float = 5.0, extra: RenderableType | None = None,
+                 restarts: Mapping[str, int] | None = None) -> None:
         self.settings = settings
+        self.restarts = restarts if restarts is not None else {}
         self.console = console
         self.every = every if console.is_terminal else plain_every
         self.extra = extra
@@ -208,6 +218,7 @@ class LiveStatus:
             while not self.stopping.is_set():
                 try:
                     self.last = reading = probe.read()
+                    reading.restarts = {k: v for k, v in dict(self.restarts).items() if v}
                 except Exception as exc:
                     log.debug("status reading failed: %s", exc)
                     self.stopping.wait(self.every)

@@ -1,7 +1,9 @@
-"""The supervisor's hand-over of settings to its child processes."""
+"""The supervisor: its hand-over of settings to child processes, and what the live status shows
+of its restarts."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +61,19 @@ def test_every_secret_reaches_a_child_process(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["http://u:dsn-secret@h:8123", "signing-secret-0123",
                                    "sasl-secret", "new-secret-1", "new-secret-2"]
+
+
+def test_the_live_status_shows_restarts() -> None:
+    from rich.console import Console
+
+    from driftway.app.status import Reading, line, render
+
+    reading = Reading(at=0.0, ends={}, lag={"scoring": 0, "sink": 3},
+                      restarts={"scoring": 2, "kafka": 1})
+    console = Console(width=120, record=True)
+    console.print(render(reading, "default"))
+    shown = console.export_text()
+    assert "restarts" in shown and "broker restarts: 1" in shown
+    assert re.search(r"scoring\s*│\s*0\s*│\s*2\s*│", shown), shown  # lag 0, restarted twice
+    assert re.search(r"sink\s*│\s*3\s*│\s*0\s*│", shown), shown
+    assert line(reading, "default").endswith("restarts: scoring 2, kafka 1")
