@@ -39,7 +39,7 @@ from driftway.io.clickhouse import (
     run_query,
 )
 from driftway.io.registry import ModelRegistry
-from driftway.io.runtime import Incoming, Out, run_processor
+from driftway.io.runtime import Incoming, Out, passed_over, run_processor
 from driftway.logic.registry import prunable, tombstones
 from driftway.schemas.events import DeadLetter, failure_reason
 from driftway.settings import Settings
@@ -84,6 +84,7 @@ class ClickHouseSink:
         self.pending: dict[str, list[list[Any]]] = defaultdict(list)
         self.payloads: dict[str, list[bytes | None]] = defaultdict(list)  # beside each row
         self.commit_interval = settings.sink.flush_seconds
+        self.passed_over = passed_over(self.name)
         self.commit_min_interval = settings.sink.flush_seconds  # an insert per commit: no early
         self.commit_records = settings.sink.batch_size
         # The retention rule's: the registry is its rounds' thread's alone.
@@ -102,6 +103,8 @@ class ClickHouseSink:
         try:  # any failure of one record is its dead letter, never the batch's
             row = spec.to_row(spec.decode(record.value or b""))
         except Exception as exc:
+            if record.topic in self.passed_over:  # its dead letter is another processor's
+                return []
             letter = self._dead_letter(record, f"sink: {failure_reason(exc)}")
             self.pending["dead_letters"].append(dead_letter_row(letter) + coordinates)
             return []

@@ -67,6 +67,9 @@ class Topic:
     #: function of committed input, keyed so that the latest wins (a crash and replay writes
     #: the same again), where waiting for the commit would only add latency.
     transactional: bool = True
+    #: The processor whose dead letter a bad record of this topic is; the others that read the
+    #: topic pass it over, so one bad record is one dead letter (None: each reader's own).
+    checked_by: str | None = None
 
     @property
     def compacted(self) -> bool:
@@ -109,11 +112,12 @@ TOPICS: tuple[Topic, ...] = (
     Topic("raw", RawEvent, "entity id"),
     Topic("features", FeatureVector, "entity id"),
     Topic("predictions", Prediction, "entity id", table="predictions"),
-    Topic("labels", Label, "event id", table="labels"),
+    Topic("labels", Label, "event id", table="labels", checked_by="feedback"),
     # What scoring served, keyed by event id: co-partitioned with labels for the join.
-    Topic("served", Served, "event id"),
+    Topic("served", Served, "event id", checked_by="feedback"),
     # One partition: one total order for the learner.
-    Topic("training", TrainingExample, "none", partitions=1, retention_days=30, table="training"),
+    Topic("training", TrainingExample, "none", partitions=1, retention_days=30, table="training",
+          checked_by="learner"),
     Topic("model-versions", ModelVersion, "model@version", partitions=1, retention_days=None,
           table="model_versions"),
     Topic("model-artifacts", ArtifactChunk, "model@version/index", partitions=1,

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from driftway.io.runtime import Incoming, Out, run_processor
 from driftway.io.state import Store
 from driftway.logic.join import FeedbackJoin
+from driftway.logic.models import coerce_label, make_model
 from driftway.schemas.events import Label, Record, Served, TrainingExample
 from driftway.settings import Settings
 
@@ -29,6 +30,7 @@ class Feedback:
         p = settings.processing
         self.window, self.max_pending = p.feedback_window_seconds, p.feedback_max_pending
         self.joins: dict[int, FeedbackJoin] = {}
+        self.template = make_model(p.model)  # what labels the model can learn from
 
     def _join(self, store: Store) -> FeedbackJoin:
         """The join over one partition's store (a new one when the partition was restored)."""
@@ -47,6 +49,7 @@ class Feedback:
                                  record.partition)
         else:
             label = Label.model_validate_json(value)
+            coerce_label(self.template, label.label)  # one it cannot learn is refused here
             joined = join.label(label.event_id, label, record.received_at, record.partition)
         return [_out(r) for r in joined]
 

@@ -109,6 +109,8 @@ class Runtime:
         self.topics = {settings.topic(key): key for key in self.spec.reads}
         self.state_topic = settings.topic(self.spec.state) if self.spec.state else None
         self.stores: dict[int, Store] = {}
+        # Input whose bad records another processor dead-letters (topology `checked_by`).
+        self._passed_over = passed_over(processor.name)
         self.metrics = Metrics()
         self.stopping = threading.Event()
         p = settings.processing
@@ -282,6 +284,7 @@ class Runtime:
         now = time.time()
         # Locals: this loop runs once per record of every processor.
         topics, touched, emit = self.topics, self._touched, self._emit
+        passed_over = self._passed_over
         handle, stores = self.processor.handle, self.stores if self.state_topic else None
         for msg in messages:
             error = msg.error()
@@ -301,6 +304,9 @@ class Runtime:
             except Exception as exc:  # the record's failure: one dead letter, nothing else
                 if store is not None:
                     store.undo()
+                if record.topic in passed_over:  # another reader's dead letter
+                    touched.add((topic, partition))
+                    continue
                 self.metrics.dead_letters += 1
                 letter = DeadLetter.of(self.processor.name, topic, partition, record.offset,
                                        record.key, record.value, failure_reason(exc))
@@ -441,6 +447,16 @@ class Runtime:
     def _drop(self, partitions: list[TopicPartition]) -> None:
         for number in {tp.partition for tp in partitions}:
             self.stores.pop(number, None)
+
+
+def passed_over(name: str) -> frozenset[str]:
+    """The topic keys a processor reads whose bad records another processor dead-letters.
+
+    >>> sorted(passed_over("sink")), sorted(passed_over("drift")), sorted(passed_over("feedback"))
+    (['labels', 'training'], ['served'], [])
+    """
+    return frozenset(k for k in topology.processor(name).reads
+                     if topology.topic(k).checked_by not in (None, name))
 
 
 def _retrying(call: Callable[[], None], attempts: int = 5) -> None:

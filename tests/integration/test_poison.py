@@ -48,13 +48,14 @@ LABEL_POISON = [
     DEEP,
     b'{"event_id": "\xff", "label": true}',
 ]
-#: Which processors read each topic, so each poison record is one dead letter from each.
+#: Whose dead letter each topic's poison is (topology checked_by, else its one reader): one
+#: bad record, one dead letter, whoever else reads it.
 READERS = {
     "raw": ("features",),
     "features": ("scoring",),
-    "served": ("feedback", "drift"),
-    "labels": ("feedback", "sink"),
-    "training": ("learner", "sink"),
+    "served": ("feedback",),
+    "labels": ("feedback",),
+    "training": ("learner",),
 }
 
 

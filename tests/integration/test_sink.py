@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from driftway.consumers.sink import ClickHouseSink
 from driftway.io.clickhouse import connect, ensure_schema, run_query
@@ -52,6 +52,10 @@ def committed(settings: Settings,
     try:
         found = consumer.committed([TopicPartition(t, p) for t, p in offsets], timeout=30)
         return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+    except KafkaException as exc:  # a fresh broker's coordinator still loading: ask again
+        if not exc.args[0].retriable() and exc.args[0].code() != KafkaError.NOT_COORDINATOR:
+            raise
+        return {}
     finally:
         consumer.close()
 
@@ -111,7 +115,8 @@ def test_rows_per_table_and_one_dead_letter_per_poison(sink: ClickHouseSink) -> 
         "training": [(t("training"), 0, 0), (t("training"), 0, 2)],
         "metrics": [(t("metrics"), 0, 0)],
         "deployments": [(t("deployments"), 0, 0)],
-        "dead_letters": [(t("predictions"), 0, 1), (t("labels"), 0, 1), (t("labels"), 1, 0)],
+        # The labels' poison is feedback's dead letter (topology checked_by): one each.
+        "dead_letters": [(t("predictions"), 0, 1)],
     }
 
 
@@ -141,16 +146,17 @@ def test_the_sink_stores_the_rows_then_commits_their_offsets(sink: ClickHouseSin
                                      "processor, error, payload FROM dead_letters "
                                      "ORDER BY source_topic, source_partition, source_offset",
                         db).rows
-    assert [tuple(r[:4]) for r in letters] == [
-        (t("labels"), 0, 1, "sink"), (t("labels"), 1, 0, "sink"), (t("predictions"), 0, 1, "sink")]
-    assert "recursion limit" in letters[0][4] and "outside the years" in letters[1][4]
-    assert [r[5].encode() for r in letters] == [DEEP, FAR, b'{"event_id": "p1", ']  # as sent
-    assert sink.rows_written == 8 + 3  # rows and dead letters
+    # The labels' poison is feedback's dead letter (topology checked_by): the sink passes it
+    # over; the predictions' is the sink's own, with its bytes as sent.
+    assert [tuple(r[:4]) for r in letters] == [(t("predictions"), 0, 1, "sink")]
+    assert [r[5].encode() for r in letters] == [b'{"event_id": "p1", ']
+    assert sink.rows_written == 8 + 1  # rows and dead letters
     # The skipped publish request and every poison record were committed with the rows; on
-    # reassignment the sink resumes after what ClickHouse holds, dead letters included.
-    assert sink.stored_offsets()[(t("labels"), 1)] == 0
+    # reassignment the sink resumes after what ClickHouse holds, dead letters included (a
+    # partition holding only a passed-over record resumes from its committed offset).
+    assert (t("labels"), 1) not in sink.stored_offsets()
     assert sink.resume_at([("labels", 1), ("predictions", 0), ("feedback", 0)]) == {
-        ("labels", 1): 1, ("predictions", 0): 3}
+        ("predictions", 0): 3}
 
 
 def test_a_value_out_of_its_column_range_costs_one_dead_letter(sink: ClickHouseSink) -> None:
