@@ -87,7 +87,7 @@ def test_a_start_up_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
     env |= {"DRIFTWAY_STATE_DIR": str(tmp_path),
             "DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
             "DRIFTWAY_KAFKA__CONTROLLER_PORT": str(settings.kafka.controller_port),
-            "DRIFTWAY_PROCESSING__MODEL": "os:system"}  # not a model: the learner exits
+            "DRIFTWAY_PROCESSING__MODEL": "os:system"}  # not a model: learner, feedback exit
     up = subprocess.Popen([sys.executable, "-m", "driftway", "up"], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     family: dict[int, psutil.Process] = {}
@@ -106,7 +106,8 @@ def test_a_start_up_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
     finally:
         if up.poll() is None:
             up.kill()
-    assert up.returncode == 1 and "learner" in err, err
+    assert up.returncode == 1, err
+    assert "process exited" in err and "DRIFTWAY_PROCESSING__MODEL" in err, err
     # It had started the broker and the processors before the learner failed...
     assert any("kafka.Kafka" in c for c in started) and any("scoring" in c for c in started)
     time.sleep(0.5)  # ...and stopped every one of them

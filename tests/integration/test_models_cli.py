@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from driftway.app.supervisor import settings_env
 from driftway.consumers.sink import ClickHouseSink, query_endpoint_file
@@ -97,6 +97,10 @@ def committed(settings: Settings, topic: str) -> int:
                          "group.id": f"{settings.app_id}-sink"})
     try:
         return consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+    except KafkaException as exc:  # a fresh broker's coordinator still loading: ask again
+        if not exc.args[0].retriable() and exc.args[0].code() != KafkaError.NOT_COORDINATOR:
+            raise
+        return -1
     finally:
         consumer.close()
 
@@ -265,9 +269,10 @@ def test_sink_skips_publish_requests_and_commits_past_them(
         thread.join(30)
     rows = stored()
     client.close()
-    assert [r[:2] for r in rows] == [("training", 1), ("dead", 3)]
+    # The bad record is the learner's dead letter (topology checked_by): the sink passes it
+    # over, and commits past it with the rest.
+    assert [r[:2] for r in rows] == [("training", 1)]
     assert json.loads(rows[0][2]) == {"v1": {"prediction": False, "score": 0.4, "proba": None}}
-    assert rows[1][2].startswith("sink: invalid TrainingRecord: ")
 
 
 def test_models_fails_in_one_line_without_a_broker(tmp_path: Path) -> None:
