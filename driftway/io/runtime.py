@@ -153,21 +153,17 @@ class Runtime:
                          "delivery.report.only.error": True,
                          # The largest record a topic it writes takes (the learner's live
                          # updates of a heavy model); the broker holds every other to 1 MB.
-                         "message.max.bytes": max(
-                             [1_000_000, *(topology.topic(k).max_message_bytes or 0
-                                           for k in self.spec.writes)]),
+                         "message.max.bytes": largest_record(self.spec.writes),
                          "on_delivery": self._on_delivery}))
         self._produce = self.producer.produce
         # Topics written at once, outside the transactions (the learner's live updates).
-        self._direct = {settings.topic(k) for k in self.spec.writes
-                        if not topology.topic(k).transactional}
+        direct = [k for k in self.spec.writes if not topology.topic(k).transactional]
+        self._direct = {settings.topic(k) for k in direct}
         self.direct: Producer | None = None
-        if self._direct:
+        if direct:
             self.direct = Producer(producer_config(settings, **{
                 "client.id": f"{processor.name}-direct", "linger.ms": 0,
-                "message.max.bytes": max(topology.topic(k).max_message_bytes or 1_000_000
-                                         for k in self.spec.writes
-                                         if not topology.topic(k).transactional),
+                "message.max.bytes": largest_record(direct),
                 "on_delivery": self._on_direct_delivery}))
 
     # -- the loop -------------------------------------------------------------------------
@@ -447,6 +443,12 @@ class Runtime:
     def _drop(self, partitions: list[TopicPartition]) -> None:
         for number in {tp.partition for tp in partitions}:
             self.stores.pop(number, None)
+
+
+def largest_record(keys: Iterable[str]) -> int:
+    """The largest record any of these topics takes (librdkafka's and the broker's default,
+    1 MB, where a topic sets none)."""
+    return max(topology.topic(k).max_message_bytes or 1_000_000 for k in keys)
 
 
 def passed_over(name: str) -> frozenset[str]:
