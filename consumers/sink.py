@@ -1,10 +1,14 @@
 """The ClickHouse sink: Driftway's topics into monitoring tables, in batches, idempotently.
 
 Offsets are committed only after the insert succeeded. Each row keeps its Kafka coordinates: on
-partition assignment the sink resumes after the highest offset ClickHouse already holds, so a batch
-that was inserted but not committed before a crash is not inserted again. When the engine is the
-embedded chDB (one owning process), the sink also answers read-only queries on loopback, so that
-`driftway query` works while the pipeline runs.
+partition assignment the sink learns the highest offset each table already holds per partition and
+passes over the rows ClickHouse has, so a batch that was inserted (wholly or in part) but not
+committed before a crash is not inserted again. A ClickHouse that is unreachable or refuses an
+insert makes the sink wait and try again with back-off, its input held back (the runtime's
+``Unavailable``), and the health topic says so: nothing is dropped or inserted twice. When the
+engine is the embedded chDB (one owning process), the sink also answers read-only queries on a
+Unix socket only its user can reach (driftway.io.query_endpoint), so that `driftway query` works
+while the pipeline runs.
 
 The sink also runs the registry's retention rule (``driftway.logic.registry.kept``): it owns
 what the rule needs to know — the versions stored predictions name, and the deployments' history
@@ -13,16 +17,13 @@ what the rule needs to know — the versions stored predictions name, and the de
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -38,10 +39,12 @@ from driftway.io.clickhouse import (
     ensure_schema,
     run_query,
 )
+from driftway.io.query_endpoint import QueryEndpoint
 from driftway.io.registry import ModelRegistry
-from driftway.io.runtime import Incoming, Out, passed_over, run_processor
+from driftway.io.runtime import Incoming, Out, Unavailable, passed_over, run_processor
+from driftway.logic.limits import decode_checked
 from driftway.logic.registry import prunable, tombstones
-from driftway.schemas.events import DeadLetter, failure_reason
+from driftway.schemas.events import DeadLetter, Label, failure_reason
 from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,12 +56,20 @@ class ClickHouseSink:
     `handle` turns each record into its table's row (or, if it does not decode, a dead_letters
     row under its own coordinates) and keeps it; `flush`, which the runtime calls before each
     commit, inserts what it kept with one insert per table. So offsets are committed only after
-    the insert succeeded, and `resume_at` starts each assigned partition after the highest
-    offset ClickHouse already holds, so a batch inserted but not committed before a crash is not
-    inserted again. The sink stores its own dead letters directly: resuming from stored offsets
-    then skips a record that failed too, where producing them to the dead-letter topic in an
-    aborted transaction would lose them. A record its table has no row for (a publish request
-    on the training topic) is skipped and committed.
+    the inserts succeeded; and `resume_at`, on each assignment and before input held back for
+    ClickHouse is read again, learns the highest offset each table holds per source
+    partition, so that `handle` passes over a row its table already has: a transaction whose
+    inserts were done, in whole or in part, but not committed (a crash, a ClickHouse that went
+    away between two inserts) is read again from the committed offsets and nothing is stored
+    twice. The sink stores its own dead letters directly, under the failed record's
+    coordinates, where producing them to the dead-letter topic in an aborted transaction would
+    lose them. A record its table has no row for (a publish request on the training topic) is
+    skipped and committed.
+
+    An insert that fails for a reason other than its rows (ClickHouse unreachable, refusing
+    inserts, out of disk) raises the runtime's `Unavailable`: the runtime waits with back-off
+    and reads the transaction's input again. The client is opened (and the schema ensured) on
+    first use, so a sink also waits for a ClickHouse that is not up when it starts.
 
     `reader` is the connection that answers read-only queries (default: `client`). On chDB, a
     write refused in read-only mode leaves its connection read-only, so the sink's own inserts
@@ -71,12 +82,19 @@ class ClickHouseSink:
 
     name = "sink"
 
-    def __init__(self, settings: Settings, client: Client, reader: Client | None = None) -> None:
+    def __init__(self, settings: Settings, client: Client | None = None,
+                 reader: Client | None = None,
+                 opener: Callable[[], Client] | None = None) -> None:
         self.settings = settings
-        self.client = client
-        self.reader = reader or client
+        self._client = client
+        self._opener = opener or (lambda: open_store(settings))
+        self._reader = reader
         self.db = settings.clickhouse_database
         self.specs: dict[str, TableSpec] = {s.topic_key: s for s in SINK_TABLES}
+        # A label the feedback processor refuses for a limit has no row either (it is that
+        # processor's dead letter, not the sink's): one decode for both.
+        self.specs["labels"] = replace(self.specs["labels"], decoder=partial(
+            decode_checked, Label, limits=settings.limits))
         self.columns = {s.table: [*s.columns, *OFFSET_COLUMNS] for s in SINK_TABLES}
         self.names = {s.topic_key: settings.topic(s.topic_key) for s in SINK_TABLES}
         self.lock = threading.Lock()  # one chDB engine: queries and inserts take turns
@@ -85,6 +103,9 @@ class ClickHouseSink:
         self.payloads: dict[str, list[bytes | None]] = defaultdict(list)  # beside each row
         self.commit_interval = settings.sink.flush_seconds
         self.passed_over = passed_over(self.name)
+        # What ClickHouse holds already, per (table, source topic, partition): its highest
+        # offset, learnt by resume_at; rows at or below it are passed over.
+        self.stored: dict[tuple[str, str, int], int] = {}
         self.commit_min_interval = settings.sink.flush_seconds  # an insert per commit: no early
         self.commit_records = settings.sink.batch_size
         # The retention rule's: the registry is its rounds' thread's alone.
@@ -96,22 +117,55 @@ class ClickHouseSink:
 
     # -- the processor ------------------------------------------------------------------
 
+    # -- ClickHouse, opened on first use ------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        """The connection the sink writes with; `Unavailable` while ClickHouse is not there."""
+        if self._client is None:
+            with self.lock:
+                if self._client is None:
+                    try:
+                        self._client = self._opener()
+                    except Exception as exc:
+                        raise Unavailable(f"ClickHouse cannot be reached: {exc}") from exc
+        return self._client
+
+    @property
+    def reader(self) -> Client:
+        return self._reader or self.client
+
+    def disconnect(self) -> None:
+        """Close the connections the sink opened or was given."""
+        for client in {id(c): c for c in (self._client, self._reader) if c is not None}.values():
+            client.close()
+        self._client = self._reader = None
+
     def handle(self, record: Incoming, store: object = None) -> list[Out]:
-        """Keep the record's row for the next flush (a dead-letter row if it does not decode)."""
+        """Keep the record's row for the next flush (a dead-letter row if it does not decode),
+        unless ClickHouse has it already."""
         spec = self.specs[record.topic]
-        coordinates = [self.names[record.topic], record.partition, record.offset]
+        topic = self.names[record.topic]
+        coordinates = [topic, record.partition, record.offset]
         try:  # any failure of one record is its dead letter, never the batch's
             row = spec.to_row(spec.decode(record.value or b""))
         except Exception as exc:
             if record.topic in self.passed_over:  # its dead letter is another processor's
                 return []
+            if self._has("dead_letters", topic, record.partition, record.offset):
+                return []
             letter = self._dead_letter(record, f"sink: {failure_reason(exc)}")
             self.pending["dead_letters"].append(dead_letter_row(letter) + coordinates)
             return []
-        if row is not None:
+        if row is not None and not self._has(spec.table, topic, record.partition,
+                                             record.offset):
             self.pending[spec.table].append(row + coordinates)
             self.payloads[spec.table].append(record.value)
         return []
+
+    def _has(self, table: str, topic: str, partition: int, offset: int) -> bool:
+        """True when `table` holds the row of this record already (a read again)."""
+        return bool(self.stored) and offset <= self.stored.get((table, topic, partition), -1)
 
     def flush(self) -> list[Out]:
         """Insert what was kept, one insert per table; rows a table refuses become dead
@@ -198,22 +252,30 @@ class ClickHouseSink:
             self.close_registry()
 
     def resume_at(self, assigned: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        stored = self.stored_offsets()
-        resume = {(key, partition): stored[(self.names[key], partition)] + 1
-                  for key, partition in assigned if (self.names[key], partition) in stored}
-        log.info("sink resumes %s", sorted(resume.items()) or "from committed offsets")
-        return resume
+        """Read from the committed offsets; learn what ClickHouse holds of these partitions
+        already, so that `handle` passes those rows over."""
+        names = {(self.names[key], partition) for key, partition in assigned}
+        held = {k: v for k, v in self.stored_offsets().items() if (k[1], k[2]) in names}
+        self.stored = {k: v for k, v in self.stored.items() if (k[1], k[2]) not in names}
+        self.stored.update(held)
+        log.info("sink reads from the committed offsets; ClickHouse holds up to %s",
+                 sorted(held.items()) or "none of them")
+        return {}
 
     # -- ClickHouse -----------------------------------------------------------------------
 
-    def stored_offsets(self) -> dict[tuple[str, int], int]:
-        """Highest offset already in ClickHouse, per source topic and partition."""
+    def stored_offsets(self) -> dict[tuple[str, str, int], int]:
+        """Highest offset already in ClickHouse, per table, source topic and partition."""
         union = " UNION ALL ".join(
-            f"SELECT _topic, _partition, _offset FROM {self.db}.{s.table}" for s in SINK_TABLES)
-        sql = f"SELECT _topic, _partition, max(_offset) FROM ({union}) GROUP BY _topic, _partition"
-        with self.lock:
-            rows = self.client.query(sql).result_rows
-        return {(t, int(p)): int(o) for t, p, o in rows}
+            f"SELECT '{s.table}' AS t, _topic, _partition, max(_offset) FROM {self.db}.{s.table} "
+            "GROUP BY _topic, _partition" for s in SINK_TABLES)
+        client = self.client
+        try:
+            with self.lock:
+                rows = client.query(union).result_rows
+        except Exception as exc:
+            raise Unavailable(f"ClickHouse does not answer: {exc}") from exc
+        return {(table, t, int(p)): int(o) for table, t, p, o in rows}
 
     def needed_versions(self, since: float) -> set[str]:
         """The versions the retention rule keeps for predictions: see `needed_versions_sql`."""
@@ -256,23 +318,20 @@ class ClickHouseSink:
             self._insert_or_refuse(table, rows[half:], payloads[half:], letters)
 
     def _insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
-        for attempt in range(5):
-            try:
-                with self.lock:
-                    self.client.insert(f"{self.db}.{table}", rows, column_names=columns)
-                return
-            except DataError:
-                raise  # the rows, not the engine: retrying cannot help
-            except Exception:
-                if attempt == 4:
-                    raise
-                log.exception("insert into %s failed; retrying", table)
-                time.sleep(0.5 * 2**attempt)
+        client = self.client
+        try:
+            with self.lock:
+                client.insert(f"{self.db}.{table}", rows, column_names=columns)
+        except DataError:
+            raise  # the rows, not the engine: waiting cannot help
+        except Exception as exc:  # the engine: wait for it, and read the input again
+            raise Unavailable(f"ClickHouse refused an insert into {table}: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
     def query(self, sql: str) -> QueryResult:
         """A read-only query on this sink's engine."""
         with self.lock:
-            return run_query(self.reader, sql, self.db)
+            return run_query(self.reader, sql, self.db, self.settings.query)
 
 
 def needed_versions_sql(db: str, since: float) -> str:
@@ -297,57 +356,29 @@ SELECT DISTINCT v FROM (
 ) WHERE v != ''"""
 
 
-def query_endpoint_file(settings: Settings) -> Path:
-    """Where the sink advertises its loopback query port."""
-    return settings.state_dir / "query.json"
-
-
-def serve_queries(sink: ClickHouseSink, port: int) -> ThreadingHTTPServer:
-    """Answer POST /query (SQL in the body) with JSON, on 127.0.0.1, in a daemon thread."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            sql = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-            try:
-                body, status = sink.query(sql).to_json(), HTTPStatus.OK
-            except Exception as exc:
-                body, status = {"error": str(exc)}, HTTPStatus.BAD_REQUEST
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug(format, *args)
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True, name="query-endpoint").start()
-    return server
+def open_store(settings: Settings) -> Client:
+    """A connection to the configured ClickHouse, its schema and TTLs ensured."""
+    client = connect(settings)
+    try:
+        ensure_schema(client, settings.clickhouse_database, settings.sink.ttl_days,
+                      settings.sink.rollup_ttl_days)
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 def main(settings: Settings, instance: str | None = None) -> None:
     """Run the sink in the foreground until SIGTERM or Ctrl-C."""
-    import os
-
-    client = connect(settings)
-    ensure_schema(client, settings.clickhouse_database, settings.sink.ttl_days,
-                  settings.sink.rollup_ttl_days)
+    # The writing connection is opened by the sink on first use: it waits for a server that
+    # is not up yet. The embedded engine's queries get a connection of their own.
     reader = connect(settings) if settings.embedded_clickhouse else None
-    sink = ClickHouseSink(settings, client, reader)
-    server = None
-    endpoint = query_endpoint_file(settings)
-    if settings.embedded_clickhouse:
-        server = serve_queries(sink, settings.sink.query_port)
-        endpoint.parent.mkdir(parents=True, exist_ok=True)
-        endpoint.write_text(json.dumps({"pid": os.getpid(), "port": server.server_address[1]}))
+    sink = ClickHouseSink(settings, reader=reader)
+    # User queries, for the user running the stack only: a 0600 Unix socket.
+    endpoint = QueryEndpoint(settings, sink.query).start() if settings.embedded_clickhouse else None
     try:
         run_processor(settings, sink, instance)
     finally:
-        if server is not None:
-            server.shutdown()
-            endpoint.unlink(missing_ok=True)
-        if reader is not None:
-            reader.close()
-        client.close()
+        if endpoint is not None:
+            endpoint.stop()
+        sink.disconnect()

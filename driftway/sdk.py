@@ -18,8 +18,9 @@ from confluent_kafka import KafkaError, Message
 from pydantic import ValidationError
 
 from driftway.io.kafka import make_producer, produce
+from driftway.logic.limits import LimitExceeded, check_limits, check_size
 from driftway.schemas.events import Label, RawEvent, Record, describe_invalid
-from driftway.settings import Settings
+from driftway.settings import LimitsSettings, Settings
 
 
 class InvalidRecord(ValueError):
@@ -34,16 +35,21 @@ class DeliveryError(RuntimeError):
         self.errors = errors
 
 
-def validate(model: type[Record], payload: Record | Mapping[str, Any] | str | bytes) -> Record:
-    """Validate a payload against a wire model, with an error that names the bad fields."""
-    if isinstance(payload, model):
-        return payload
+def validate(model: type[Record], payload: Record | Mapping[str, Any] | str | bytes,
+             limits: LimitsSettings | None = None) -> Record:
+    """Validate a payload against a wire model, with an error that names the bad fields; raw
+    events and labels also against the input limits Driftway refuses them over."""
     try:
-        if isinstance(payload, str | bytes):
-            return model.model_validate_json(payload)
-        return model.model_validate(payload)
+        record = payload if isinstance(payload, model) else (
+            model.model_validate_json(payload) if isinstance(payload, str | bytes)
+            else model.model_validate(payload))
+        if limits is not None and isinstance(record, RawEvent | Label):
+            check_limits(record, limits)  # its size is checked as it is sent (EventProducer)
     except ValidationError as exc:
         raise InvalidRecord(describe_invalid(exc, limit=20)) from None
+    except LimitExceeded as exc:
+        raise InvalidRecord(str(exc)) from None
+    return record
 
 
 class EventProducer:
@@ -57,6 +63,7 @@ class EventProducer:
         self._producer = make_producer(settings, **producer_config)
         self._raw = settings.topic("raw")
         self._labels = settings.topic("labels")
+        self._limits = settings.limits
         self._errors: list[str] = []
         self.sent = 0
 
@@ -66,20 +73,25 @@ class EventProducer:
 
     def _send(self, topic: str, key: str, record: Record) -> None:
         self._raise_errors()
-        produce(self._producer, topic, key, record.to_bytes(), self._delivered)
+        value = record.to_bytes()
+        try:
+            check_size(type(record).__name__, len(value), self._limits)
+        except LimitExceeded as exc:
+            raise InvalidRecord(str(exc)) from None
+        produce(self._producer, topic, key, value, self._delivered)
         self._producer.poll(0)
         self.sent += 1
 
     def send_event(self, event: RawEvent | Mapping[str, Any] | str | bytes) -> RawEvent:
         """Validate and queue one raw event; returns the validated event."""
-        record = validate(RawEvent, event)
+        record = validate(RawEvent, event, self._limits)
         assert isinstance(record, RawEvent)
         self._send(self._raw, record.entity_id, record)
         return record
 
     def send_label(self, label: Label | Mapping[str, Any] | str | bytes) -> Label:
         """Validate and queue one label; returns the validated label."""
-        record = validate(Label, label)
+        record = validate(Label, label, self._limits)
         assert isinstance(record, Label)
         self._send(self._labels, record.event_id, record)
         return record

@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from driftway.schemas.events import MAX_FIELDS, MAX_ID_LENGTH, MAX_RECORD_BYTES, MAX_STRING_LENGTH
 from driftway.schemas.topology import TOPIC_KEYS
 
 
@@ -170,6 +171,14 @@ class ProcessingSettings(BaseModel):
     metrics_log_seconds: float = Field(
         30.0, gt=0, description="Seconds between two metrics lines of a processor on the "
         "runtime (records/s, dead letters, batch and commit times, lag) in its log.")
+    retry_first_seconds: float = Field(
+        0.5, gt=0, le=60, description="A processor whose store outside Kafka is unavailable "
+        "(the sink's ClickHouse unreachable or refusing inserts) holds its input back and tries "
+        "again after this many seconds, doubling each time up to retry_longest_seconds; it "
+        "never drops or skips a record meanwhile, and the live status says it is waiting.")
+    retry_longest_seconds: float = Field(
+        30.0, gt=0, le=3600, description="The longest wait between two tries of a processor "
+        "waiting for its store (see retry_first_seconds).")
     transaction_timeout_ms: int = Field(
         10_000, ge=1_000, le=900_000, description="How long the broker keeps a transaction of a "
         "crashed processor open before aborting it (read_committed readers of its partitions "
@@ -235,6 +244,26 @@ class ProcessingSettings(BaseModel):
         le=8 * 1024 * 1024,
         description="Model artifacts larger than this travel in several Kafka messages.",
     )
+
+
+class LimitsSettings(BaseModel):
+    """Bounds on what a raw event or a label may hold where it enters Driftway (the features and
+    feedback processors, driftway.logic.limits): a record over one is a dead letter naming the
+    limit, not a crash. The published JSON Schemas show the defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_record_bytes: int = Field(
+        MAX_RECORD_BYTES, ge=1, description="Bytes of one raw event or label, checked before it "
+        "is parsed. The broker's own default bound on a message is about 1 MB too.")
+    max_fields: int = Field(
+        MAX_FIELDS, ge=0, description="Fields (keys) in a raw event's data.")
+    max_string_length: int = Field(
+        MAX_STRING_LENGTH, ge=0, description="Characters of any text value in a raw event's "
+        "data, of any field name there, and of a label given as text.")
+    max_id_length: int = Field(
+        MAX_ID_LENGTH, ge=1, description="Characters of an event_id or entity_id (raw events "
+        "and labels).")
 
 
 class DriftSettings(BaseModel):
@@ -314,13 +343,33 @@ class SinkSettings(BaseModel):
         "0 keeps everything. Applied at start-up, also to existing tables.")
     rollup_ttl_days: int = Field(
         0, ge=0, description="Days the per-minute rollups keep a row; 0 keeps everything.")
-    query_port: int = Field(
-        0,
-        ge=0,
-        le=65535,
-        description="Loopback port where the sink answers read-only queries on the embedded "
-        "engine (0: any free port, written to <state_dir>/query.port).",
-    )
+
+
+class QuerySettings(BaseModel):
+    """User queries (`driftway query`, the report, status): each runs read-only, on the
+    monitoring database only, within these limits (ClickHouse stops it when one is reached)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_seconds: float = Field(
+        60.0, gt=0, description="Longest a query may run (ClickHouse max_execution_time).")
+    max_memory_bytes: int = Field(
+        2 * 1024**3, ge=1024**2,
+        description="Most memory a query may use (ClickHouse max_memory_usage; default 2 GiB).")
+    max_rows: int = Field(
+        1_000_000, ge=1, description="Most rows a query may return (ClickHouse max_result_rows, "
+        "refused rather than cut short when exceeded).")
+    clickhouse_dsn: SecretStr | None = Field(
+        None, description="On a ClickHouse server: the DSN user queries connect with, as the "
+        "read-only user of deploy/clickhouse/ (http(s)://driftway_reader:password@host:port). "
+        "Default: clickhouse_dsn. Unused on the embedded engine.")
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _server(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("DRIFTWAY_QUERY__CLICKHOUSE_DSN must start with http:// or https://")
+        return v
 
 
 class RegistrySettings(BaseModel):
@@ -411,8 +460,10 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     policy: PolicySettings = PolicySettings()
     sink: SinkSettings = SinkSettings()
+    query: QuerySettings = QuerySettings()
     registry: RegistrySettings = RegistrySettings()
     alerts: AlertSettings = AlertSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @field_validator("topic_prefix")
     @classmethod

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import base64
 import json
-import math
+import re
+import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -36,34 +38,113 @@ FEATURE_SET_VERSION = "fs1"
 Scalar = bool | int | float | str | None
 LabelValue = bool | int | float | str
 
+# Defaults of the input limits (driftway.settings.LimitsSettings, DRIFTWAY_LIMITS__*): the
+# published JSON Schemas of raw events and labels state these values.
+MAX_RECORD_BYTES = 1_000_000
+MAX_FIELDS = 1_000
+MAX_STRING_LENGTH = 1_024
+MAX_ID_LENGTH = 256
+
+#: Epoch milliseconds of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z: a ``ts`` given as
+#: a number lies between them (the years Python's datetime holds).
+MIN_EPOCH_MS = -62_135_596_800_000
+MAX_EPOCH_MS = 253_402_300_799_999
+#: The largest float: features are floats, so a number beyond it is refused.
+MAX_FLOAT = sys.float_info.max
+
+# An RFC 3339 date-time (the profile of ISO 8601 that JSON Schema's `date-time` names) as a
+# pattern, which every JSON Schema validator enforces (`format` is only an annotation to most):
+# the exact calendar (month lengths, leap years), years 0001-9999, an offset always, ASCII
+# digits. `$(?!\n)` ends the text in ECMA-262 and in Python alike (Python's `$` also matches
+# before a final newline).
+_YEAR = "(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
+_MONTH_DAY = ("(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+              "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+              "|02-(?:0[1-9]|1[0-9]|2[0-8]))")
+_LEAP_DAY = ("(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])"
+             "|(?:0[48]|[2468][048]|[13579][26])00)-02-29")
+RFC3339_PATTERN = (
+    f"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_DAY})"
+    "[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:[.][0-9]+)?"
+    "(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$(?!\n)")
+_RFC3339 = re.compile(RFC3339_PATTERN)
+
 
 def _epoch_millis_or_iso(value: Any) -> Any:
-    """Numbers are epoch milliseconds (pydantic alone would guess seconds for small ones)."""
+    """Numbers are epoch milliseconds (pydantic alone would guess seconds for small ones);
+    text must match RFC3339_PATTERN, so exactly what the published schema says is accepted
+    (pydantic alone also takes dates, times without an offset, and numbers written as text)."""
     if isinstance(value, bool):
         raise ValueError("ts must be an ISO-8601 string or epoch milliseconds, not a boolean")
     if isinstance(value, int | float):
-        try:
-            return datetime.fromtimestamp(value / 1000.0, tz=UTC)
-        except (OverflowError, OSError, ValueError):
-            # The C library raises any of these for a time outside its calendar.
-            raise ValueError(f"ts {value!r} (epoch milliseconds) is outside the years "
-                             "1-9999") from None
+        # Compared before converting: nan fails the comparison, and no C library is asked
+        # about a time outside its calendar.
+        if not MIN_EPOCH_MS <= value <= MAX_EPOCH_MS:
+            raise ValueError(f"ts {value!r} (epoch milliseconds) is outside the years 1-9999")
+        return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+    if isinstance(value, str) and _RFC3339.match(value) is None:
+        raise ValueError(f"ts {value[:40]!r} is not an RFC 3339 date-time with an offset "
+                         "(like 2026-01-01T12:00:00Z) nor epoch milliseconds")
     return value
 
 
 def _finite_float(value: int | float) -> bool:
-    """True when `value` converts to a finite float (features are floats)."""
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
+    """True when `value` is a finite number a float holds (features are floats). Compared,
+    not converted: an integer just beyond the largest float would round down to it."""
+    return -MAX_FLOAT <= value <= MAX_FLOAT
 
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-Timestamp = Annotated[datetime, BeforeValidator(_epoch_millis_or_iso)]
+def limit_note(setting: str) -> str:
+    """How a published schema names a limit whose value is a setting's default."""
+    return (f"the default of the setting limits.{setting}, DRIFTWAY_LIMITS__{setting.upper()}; "
+            "a deployment may set another")
+
+
+#: What ``ts`` accepts, as published: `format` for code generators, `pattern` for validators.
+_TS_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN},
+        {"type": "number", "minimum": MIN_EPOCH_MS, "maximum": MAX_EPOCH_MS},
+    ],
+    "description": "An RFC 3339 date-time with an offset (ISO 8601, e.g. "
+    "2026-01-01T12:00:00Z), or epoch milliseconds within the years 1-9999.",
+}
+
+Timestamp = Annotated[datetime, BeforeValidator(_epoch_millis_or_iso),
+                      WithJsonSchema(_TS_SCHEMA)]
+
+_NUMBER_SCHEMA = {"type": "number", "minimum": -MAX_FLOAT, "maximum": MAX_FLOAT}
+_STRING_SCHEMA = {"type": "string", "maxLength": MAX_STRING_LENGTH}
+_DATA_SCHEMA = {
+    "type": "object",
+    "maxProperties": MAX_FIELDS,
+    "propertyNames": {"maxLength": MAX_STRING_LENGTH},
+    "additionalProperties": {"anyOf": [{"type": "boolean"}, _NUMBER_SCHEMA, _STRING_SCHEMA,
+                                       {"type": "null"}]},
+    "description": "Flat: each value a boolean, a number a float holds, text or null. "
+    f"At most {MAX_FIELDS:,} fields ({limit_note('max_fields')}); names and texts of at most "
+    f"{MAX_STRING_LENGTH:,} characters ({limit_note('max_string_length')}).",
+}
+_LABEL_SCHEMA = {
+    "anyOf": [{"type": "boolean"}, _NUMBER_SCHEMA, _STRING_SCHEMA],
+    "description": "A boolean, a number a float holds, or a text of at most "
+    f"{MAX_STRING_LENGTH:,} characters ({limit_note('max_string_length')}).",
+}
+
+
+def _id_schema() -> dict[str, Any]:
+    return {"maxLength": MAX_ID_LENGTH, "description": f"At most {MAX_ID_LENGTH} characters "
+            f"({limit_note('max_id_length')})."}
+
+
+def _record_limit(schema: dict[str, Any]) -> None:
+    schema["description"] += (
+        f"\n\nA record of more than {MAX_RECORD_BYTES:,} bytes of UTF-8 JSON is refused "
+        f"({limit_note('max_record_bytes')}), a limit JSON Schema cannot state.")
 
 
 class Record(BaseModel):
@@ -72,6 +153,13 @@ class Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", ser_json_timedelta="float")
 
     schema_version: Literal[1] = SCHEMA_VERSION
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _not_boolean(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # pydantic's lax mode takes true for 1; the schema does not
+            raise ValueError("schema_version must be the number 1, not a boolean")
+        return v
 
     def to_bytes(self) -> bytes:
         """The record as compact JSON bytes, the form it travels in."""
@@ -89,10 +177,15 @@ class RawEvent(Record):
     Numbers (and booleans) in ``data`` become numeric features, strings become categorical ones.
     """
 
-    event_id: str = Field(min_length=1, max_length=256)
-    entity_id: str = Field(min_length=1, max_length=256)
+    model_config = ConfigDict(json_schema_extra=_record_limit)
+
+    # The lengths and counts the input limits bound (driftway.logic.limits) are checked where
+    # raw events enter, against the settings: the schema shows their defaults.
+    event_id: str = Field(min_length=1, json_schema_extra=_id_schema())
+    entity_id: str = Field(min_length=1, json_schema_extra=_id_schema())
     ts: Timestamp
-    data: dict[str, Scalar] = Field(default_factory=dict)
+    data: Annotated[dict[str, Scalar], WithJsonSchema(_DATA_SCHEMA)] = Field(
+        default_factory=dict)
 
     @field_validator("ts")
     @classmethod
@@ -104,11 +197,17 @@ class RawEvent(Record):
     def _flat(cls, v: Any) -> Any:
         if isinstance(v, dict):
             for name, value in v.items():
-                if isinstance(value, dict | list):
+                kind = value.__class__
+                if kind is str or kind is bool or value is None:  # most values, tested fast
+                    continue
+                if kind is float or kind is int:
+                    if not -MAX_FLOAT <= value <= MAX_FLOAT:  # nan and inf fail it too
+                        raise ValueError(f"data.{name} is a number no float can hold")
+                elif isinstance(value, dict | list):
                     raise ValueError(
                         f"data.{name} is {'an object' if isinstance(value, dict) else 'a list'}; "
                         "data must be flat: numbers, strings, booleans or null")
-                if isinstance(value, int | float) and not isinstance(value, bool) \
+                elif isinstance(value, int | float) and not isinstance(value, bool) \
                         and not _finite_float(value):
                     raise ValueError(f"data.{name} is a number no float can hold")
         return v
@@ -117,9 +216,23 @@ class RawEvent(Record):
 class Label(Record):
     """The truth for an earlier event, when it becomes known. Keyed by event id."""
 
-    event_id: str = Field(min_length=1, max_length=256)
-    label: LabelValue
+    model_config = ConfigDict(json_schema_extra=_record_limit)
+
+    event_id: str = Field(min_length=1, json_schema_extra=_id_schema())
+    label: Annotated[LabelValue, WithJsonSchema(_LABEL_SCHEMA)]
     ts: Timestamp | None = None
+
+    @field_validator("ts")
+    @classmethod
+    def _tz(cls, v: datetime | None) -> datetime | None:
+        return None if v is None else _aware(v)  # a naive datetime given in Python: UTC
+
+    @field_validator("label")
+    @classmethod
+    def _float_holds(cls, v: LabelValue) -> LabelValue:
+        if (v.__class__ is float or v.__class__ is int) and not -MAX_FLOAT <= v <= MAX_FLOAT:
+            raise ValueError("label is a number no float can hold")
+        return v
 
 
 class Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -428,6 +541,21 @@ class Metric(Record):
     examples: int
 
 
+class ProcessHealth(Record):
+    """What a process on the runtime is doing, when it is not simply running: keyed by
+    processor/instance, the latest record of each says. Written when it starts (running), when
+    its store outside Kafka goes away (waiting, with the reason and each try) and when it is
+    back (running)."""
+
+    processor: str
+    instance: str
+    state: Literal["running", "waiting"]
+    reason: str | None = None
+    since: datetime = Field(description="When it entered this state.")
+    attempts: int = Field(0, ge=0, description="Tries so far while waiting.")
+    at: datetime
+
+
 class DeadLetter(Record):
     """Anything that could not be decoded or validated, with why and where it came from."""
 
@@ -454,6 +582,20 @@ class DeadLetter(Record):
             error=error[:4000],
             payload_b64=base64.b64encode(value or b"").decode(),
         )
+
+
+class ReplayMark(Record):
+    """A dead letter's original record, sent again to its source topic by ``driftway
+    dead-letters replay``. Keyed by the source coordinates (``topic/partition/offset``) on a
+    compacted topic, and written in one transaction with the record it marks: a later replay
+    passes the record over, and a replay that crashed marked exactly what it sent."""
+
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    processor: str = Field(description="The processor whose dead letter it was.")
+    replayed_at: datetime
+    by: str = Field("", description="Who replayed it (user@host).")
 
 
 def describe_invalid(exc: ValidationError, limit: int = 5) -> str:

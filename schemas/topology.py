@@ -35,8 +35,10 @@ from driftway.schemas.events import (
     ModelState,
     ModelVersion,
     Prediction,
+    ProcessHealth,
     RawEvent,
     Record,
+    ReplayMark,
     Served,
     TrainingExample,
 )
@@ -133,8 +135,21 @@ TOPICS: tuple[Topic, ...] = (
           transactional=False),
     Topic("drift", DriftEvent, "model", partitions=1, retention_days=30, table="drift_events"),
     Topic("metrics", Metric, "model@version", partitions=1, table="metrics"),
-    Topic("dead-letters", DeadLetter, "source topic", retention_days=30, table="dead_letters"),
+    # A dead letter carries its record's bytes in base64 (4/3 of them) besides the reason: room
+    # for a refused record as large as a topic takes by default (1 MB) and then some, or
+    # refusing an oversized record would fail its processor's transaction, again at each restart.
+    Topic("dead-letters", DeadLetter, "source topic", retention_days=30, table="dead_letters",
+          max_message_bytes=8 * 1024 * 1024),
+    # Which dead letters `driftway dead-letters replay` sent again, by source topic/partition/
+    # offset: written in the transaction that sends each, so none is sent twice. Compacted: a
+    # mark outlives its dead letter.
+    Topic("dead-letter-replays", ReplayMark, "source topic/partition/offset", partitions=1,
+          retention_days=None),
     Topic("feedback", FeedbackOutcome, "event id", table="feedback"),
+    # What each process is doing when it is not simply running (a sink waiting for its
+    # ClickHouse): the latest record per processor/instance, read by the live status.
+    Topic("health", ProcessHealth, "processor/instance", partitions=1, retention_days=None,
+          transactional=False),
     # The features processor's per-entity state, by input partition (its changelog).
     Topic("features-state", None, "entity id", retention_days=None),
     # The feedback join's entries (served events waiting for labels and the reverse), by event id.
@@ -164,8 +179,10 @@ PROCESSORS: tuple[Processor, ...] = (
               runs_on="faust", enabled_by="alerts"),
     # The sink (last: the supervisor stops it after the others) reads every topic that has a
     # table; it writes ClickHouse, and in Kafka, with its input offsets in the runtime's
-    # transactions, the tombstones of the artifacts the registry's retention rule prunes.
-    Processor("sink", reads=tuple(t.key for t in TOPICS if t.table), writes=("model-artifacts",),
+    # transactions, the tombstones of the artifacts the registry's retention rule prunes; and
+    # its health, while it waits for a ClickHouse that went away.
+    Processor("sink", reads=tuple(t.key for t in TOPICS if t.table),
+              writes=("model-artifacts", "health"),
               module="driftway.consumers.sink", runs_on="runtime"),
 )
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 from driftway.io.runtime import Incoming, Out, run_processor
 from driftway.io.state import Store
 from driftway.logic.features import featurize
+from driftway.logic.limits import decode_checked
 from driftway.schemas.events import RawEvent
-from driftway.settings import Settings
+from driftway.settings import LimitsSettings, Settings
+
+_DEFAULT_LIMITS = LimitsSettings()
 
 
-def decode_raw(value: bytes | None) -> RawEvent:
-    """Validate raw bytes as a RawEvent (raises ValidationError or ValueError)."""
-    if value is None:
-        raise ValueError("empty message (null value)")
-    return RawEvent.model_validate_json(value)
+def decode_raw(value: bytes | None, limits: LimitsSettings = _DEFAULT_LIMITS) -> RawEvent:
+    """Validate raw bytes as a RawEvent within the input limits (raises ValidationError,
+    LimitExceeded or ValueError)."""
+    return decode_checked(RawEvent, value, limits)
 
 
 class Features:
@@ -24,9 +26,12 @@ class Features:
 
     name = "features"
 
+    def __init__(self, limits: LimitsSettings = _DEFAULT_LIMITS) -> None:
+        self.limits = limits
+
     def handle(self, record: Incoming, store: Store | None) -> list[Out]:
         assert store is not None  # the topology gives features a state
-        raw = decode_raw(record.value)
+        raw = decode_checked(RawEvent, record.value, self.limits)
         vector, state = featurize(raw, store.get(raw.entity_id), record.received_at)
         store.set(raw.entity_id, state)
         return [Out("features", raw.entity_id, vector.to_bytes())]
@@ -34,4 +39,4 @@ class Features:
 
 def main(settings: Settings, instance: str | None = None) -> None:
     """Run the features processor in the foreground."""
-    run_processor(settings, Features(), instance)
+    run_processor(settings, Features(settings.limits), instance)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from driftway.io.runtime import Incoming, Out, run_processor
 from driftway.io.state import Store
 from driftway.logic.join import FeedbackJoin
+from driftway.logic.limits import decode_checked
 from driftway.logic.models import coerce_label, make_model
 from driftway.schemas.events import Label, Record, Served, TrainingExample
 from driftway.settings import Settings
@@ -29,6 +30,7 @@ class Feedback:
     def __init__(self, settings: Settings) -> None:
         p = settings.processing
         self.window, self.max_pending = p.feedback_window_seconds, p.feedback_max_pending
+        self.limits = settings.limits
         self.joins: dict[int, FeedbackJoin] = {}
         self.template = make_model(p.model)  # what labels the model can learn from
 
@@ -48,7 +50,7 @@ class Feedback:
             joined = join.served(served.event_id, value.decode(), record.received_at,
                                  record.partition)
         else:
-            label = Label.model_validate_json(value)
+            label = decode_checked(Label, record.value, self.limits)
             coerce_label(self.template, label.label)  # one it cannot learn is refused here
             joined = join.label(label.event_id, label, record.received_at, record.partition)
         return [_out(r) for r in joined]

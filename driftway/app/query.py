@@ -1,59 +1,64 @@
 """Read-only SQL on the monitoring tables, wherever they live.
 
-On a ClickHouse server: a direct connection. On the embedded engine: through the running sink's
-loopback endpoint when the pipeline is up (chDB allows one process per directory), else by opening
-the engine directly.
+On a ClickHouse server: a direct connection, as the read-only user when ``query.clickhouse_dsn``
+names it. On the embedded engine: through the running sink's query endpoint (a Unix socket only
+this user can reach) when the pipeline is up (chDB allows one process per directory), else by
+opening the engine directly. Either way a query may read the monitoring database only, within
+the ``query`` settings' limits (driftway.io.clickhouse.run_query).
 """
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
+from pathlib import Path
 
-import psutil
-
-from driftway.consumers.sink import query_endpoint_file
-from driftway.io.clickhouse import QueryResult, connect, ensure_schema, run_query
+from driftway.io import query_endpoint
+from driftway.io.clickhouse import QueryRefused, QueryResult, connect, ensure_schema, run_query
 from driftway.settings import Settings
 
 
 class QueryError(RuntimeError):
-    """ClickHouse refused the query; the message is its reason."""
+    """ClickHouse or Driftway refused the query; the message is the reason."""
 
 
-def running_endpoint(settings: Settings) -> int | None:
-    """Port of a live sink's query endpoint, if one is running for this state directory."""
-    path = query_endpoint_file(settings)
-    try:
-        info = json.loads(path.read_text())
-        pid, port = int(info["pid"]), int(info["port"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # none, or not one a sink wrote
-    return port if psutil.pid_exists(pid) else None
+class QueryNotAllowed(QueryError):
+    """The query reads, or could read, outside the monitoring database."""
 
 
-def query(settings: Settings, sql: str, timeout: float = 60.0) -> QueryResult:
-    """Run read-only `sql`; writes and DDL are refused by ClickHouse with a QueryError."""
-    port = running_endpoint(settings) if settings.embedded_clickhouse else None
-    if port is not None:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/query", data=sql.encode(), method="POST")
+def running_endpoint(settings: Settings) -> Path | None:
+    """The socket of a live sink's query endpoint, if one is running for this state directory."""
+    return query_endpoint.running_endpoint(settings)
+
+
+def query(settings: Settings, sql: str, timeout: float | None = None) -> QueryResult:
+    """Run read-only `sql` on the monitoring database; a QueryError says why not.
+
+    `timeout` (seconds, for the endpoint's answer) defaults to a little more than the query's
+    own limit, query.max_seconds.
+    """
+    path = running_endpoint(settings) if settings.embedded_clickhouse else None
+    if path is not None:
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                body = json.loads(response.read())
-            return QueryResult(body["columns"], body["types"], body["rows"])
-        except urllib.error.HTTPError as exc:
-            raise QueryError(json.loads(exc.read()).get("error", str(exc))) from None
-        except urllib.error.URLError:
+            return query_endpoint.ask(path, sql, timeout or settings.query.max_seconds + 10)
+        except query_endpoint.EndpointError as exc:
+            raise (QueryNotAllowed if exc.refused else QueryError)(str(exc)) from None
+        except query_endpoint.EndpointGone:
             pass  # a stale endpoint file (its pid reused): open the engine directly
-    client = connect(settings)
+    client = connect(reader_settings(settings))
     try:
         if settings.embedded_clickhouse:
             ensure_schema(client, settings.clickhouse_database)
         try:
-            return run_query(client, sql, settings.clickhouse_database)
+            return run_query(client, sql, settings.clickhouse_database, settings.query)
+        except QueryRefused as exc:
+            raise QueryNotAllowed(str(exc)) from None
         except Exception as exc:
             raise QueryError(str(exc)) from None
     finally:
         client.close()
+
+
+def reader_settings(settings: Settings) -> Settings:
+    """`settings` with the DSN user queries connect with (query.clickhouse_dsn, on a server)."""
+    if settings.embedded_clickhouse or settings.query.clickhouse_dsn is None:
+        return settings
+    return settings.model_copy(update={"clickhouse_dsn": settings.query.clickhouse_dsn})

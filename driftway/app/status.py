@@ -13,7 +13,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -22,6 +27,7 @@ from rich.table import Table
 from driftway.io.kafka import client_config
 from driftway.io.registry import ModelRegistry
 from driftway.schemas import topology
+from driftway.schemas.events import ProcessHealth
 from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,7 @@ class Reading:
     last_drift: str | None = None
     rates: dict[str, float] = field(default_factory=dict)  # topic key → records/s
     restarts: dict[str, int] = field(default_factory=dict)  # process → times started again
+    waiting: dict[str, str] = field(default_factory=dict)  # processor → what it waits for
 
 
 class StatusProbe:
@@ -57,6 +64,7 @@ class StatusProbe:
         self.last_drift = last_drift or (lambda: query_last_drift(settings))
         self.previous: Reading | None = None
         self._partitions: dict[str, list[int]] = {}
+        self.health = HealthReader(settings)
 
     def _parts(self, key: str) -> list[int]:
         if key not in self._partitions:
@@ -80,6 +88,7 @@ class StatusProbe:
             reading.rates = {k: (ends[k] - self.previous.ends.get(k, 0)) / dt for k in ends}
         self.previous = reading
         self._deployment(reading)
+        reading.waiting = self.health.waiting()
         try:
             reading.last_drift = self.last_drift()
         except Exception as exc:  # the sink may be restarting: show the rest
@@ -127,8 +136,38 @@ class StatusProbe:
 
     def close(self) -> None:
         self.consumer.close()
+        self.health.close()
         if self.registry is not None:
             self.registry.close()
+
+
+class HealthReader:
+    """The health topic, read as it grows: the latest record of each process."""
+
+    def __init__(self, settings: Settings) -> None:
+        topic = settings.topic("health")
+        self.consumer = Consumer({**client_config(settings),
+                                  "group.id": f"{settings.app_id}-status-health",
+                                  "enable.auto.commit": False})
+        self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        self.latest: dict[str, ProcessHealth] = {}
+
+    def waiting(self) -> dict[str, str]:
+        """Each processor that waits, and for what: '<reason> (since 12:03:04 UTC, 7 tries)'."""
+        while messages := self.consumer.consume(1000, timeout=0.05):
+            for message in messages:
+                if message.error() is not None or message.value() is None:
+                    continue
+                try:
+                    health = ProcessHealth.from_bytes(message.value())
+                except ValueError:
+                    continue  # not ours to judge: the status shows the rest
+                self.latest[f"{health.processor}/{health.instance}"] = health
+        return {h.processor: f"{h.reason} (since {h.since:%H:%M:%S} UTC, {h.attempts} tries)"
+                for h in self.latest.values() if h.state == "waiting"}
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def query_last_drift(settings: Settings) -> str | None:
@@ -152,9 +191,12 @@ def render(reading: Reading, model: str) -> Table:
     table.add_column("processor")
     table.add_column("lag (records)", justify="right")
     table.add_column("restarts", justify="right")
+    table.add_column("state")
     for name, lag in reading.lag.items():
+        state = f"[yellow]waiting: {reading.waiting[name]}[/]" if name in reading.waiting \
+            else "running"
         table.add_row(name, "—" if lag is None else f"{lag:,}",
-                      str(reading.restarts.get(name, 0)))
+                      str(reading.restarts.get(name, 0)), state)
     rates = reading.rates
     table.caption = (
         f"events in {rates.get('raw', 0):,.0f}/s · predictions out "
@@ -176,7 +218,8 @@ def line(reading: Reading, model: str) -> str:
             f"{(reading.champion or '-')[:12]}, shadows {len(reading.shadows)}; last drift: "
             f"{reading.last_drift or 'none'}"
             + ("; restarts: " + ", ".join(f"{n} {k}" for n, k in reading.restarts.items())
-               if reading.restarts else ""))
+               if reading.restarts else "")
+            + "".join(f"; {n} waiting: {w}" for n, w in reading.waiting.items()))
 
 
 class LiveStatus:

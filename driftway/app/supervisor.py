@@ -20,11 +20,12 @@ from typing import IO, Any
 import psutil
 from pydantic import SecretStr
 
-from driftway.consumers.sink import query_endpoint_file
 from driftway.io.broker import LocalBroker
 from driftway.io.kafka import ensure_topics, group_stable
 from driftway.io.keys import with_signing_key
+from driftway.io.query_endpoint import query_endpoint_file
 from driftway.io.registry import ModelRegistry
+from driftway.logic.backoff import backoff
 from driftway.schemas import topology
 from driftway.settings import Settings
 
@@ -66,7 +67,7 @@ class RestartPolicy:
             exits.popleft()
         if len(exits) >= self.limit:
             return None
-        return min(self.longest, self.first * 2.0 ** (len(exits) - 1))
+        return backoff(len(exits), self.first, self.longest)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -17,6 +17,7 @@ import clickhouse_connect
 import msgspec
 from clickhouse_connect.driver.client import Client
 
+from driftway.logic.query_policy import deduplicating, refusal
 from driftway.schemas.events import (
     DeadLetter,
     Deployment,
@@ -32,12 +33,28 @@ from driftway.schemas.events import (
     label_text,
 )
 from driftway.schemas.topology import TOPICS
-from driftway.settings import Settings
+from driftway.settings import QuerySettings, Settings
 
-#: Applied to every user query: read-only (a write or DDL is refused by ClickHouse itself), and
-#: FINAL on every table, so a record the sink stored twice is counted once. On chDB a refused write
-#: leaves its connection read-only, so user queries get a connection of their own (see the sink).
+#: What the Grafana data source sends with its queries: read-only (a write or DDL is refused by
+#: ClickHouse itself), and FINAL on every table, so a record the sink stored twice is counted once.
+#: `driftway query` is stricter (`query_settings`). On chDB a refused write leaves its connection
+#: read-only, so user queries get a connection of their own (see the sink).
 READ_ONLY = {"readonly": 2, "final": 1}
+
+
+class QueryRefused(ValueError):
+    """A user query reads, or could read, outside the monitoring database; the message says
+    what and why."""
+
+
+def query_settings(limits: QuerySettings, final: bool = True) -> dict[str, Any]:
+    """The ClickHouse settings of one user query: readonly=1 (no writes, no DDL, no changed
+    settings, no table function but pure generators), FINAL (unless `final` is False: rows as
+    stored), and `limits`."""
+    return {"readonly": 1, "final": int(final),
+            "max_execution_time": limits.max_seconds, "timeout_overflow_mode": "throw",
+            "max_memory_usage": limits.max_memory_bytes,
+            "max_result_rows": limits.max_rows, "result_overflow_mode": "throw"}
 
 
 class EngineBusy(RuntimeError):
@@ -137,10 +154,32 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def run_query(client: Client, sql: str, database: str) -> QueryResult:
-    """Run one read-only query with `database` as the default database."""
+def checked_query(client: Client, sql: str, database: str) -> tuple[str, bool]:
+    """`sql` as ClickHouse writes it back (``formatQuery``: one statement, comments gone), if
+    it reads only tables of `database`, and whether it reads deduplicated (FINAL, unless it
+    ends in ``SETTINGS final = 0``, the one setting a query may choose); QueryRefused says why
+    not (driftway.logic.query_policy).
+
+    What runs is this text, the one that was checked: nothing in `sql` (an unclosed comment, a
+    second statement) can reach the settings the client appends to it.
+    """
+    canonical = str(client.query("SELECT formatQuery(%(sql)s)",
+                                 parameters={"sql": sql}).result_rows[0][0])
+    canonical, final = deduplicating(canonical)
+    explained = [str(row[0]) for row in client.query(f"EXPLAIN AST {canonical}").result_rows]
+    reason = refusal(explained, database, canonical)
+    if reason is not None:
+        raise QueryRefused(reason)
+    return canonical, final
+
+
+def run_query(client: Client, sql: str, database: str,
+              limits: QuerySettings | None = None) -> QueryResult:
+    """Run one user query, read-only and within `limits` (default: QuerySettings()), with
+    `database` as the default database; QueryRefused if it reads outside it."""
     client.database = database
-    result = client.query(sql, settings=READ_ONLY)
+    canonical, final = checked_query(client, sql, database)
+    result = client.query(canonical, settings=query_settings(limits or QuerySettings(), final))
     return QueryResult(
         columns=list(result.column_names),
         types=[t.name for t in result.column_types],

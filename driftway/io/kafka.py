@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupState,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftway.schemas.topology import topic_specs
@@ -126,3 +137,38 @@ def group_stable(settings: Settings, group: str) -> bool:
     except (KafkaException, TimeoutError):
         return False
     return described.state == ConsumerGroupState.STABLE and bool(described.members)
+
+
+def read_to_end(settings: Settings, topic: str, timeout: float = 60.0) -> list[Message]:
+    """Every committed record of a topic, from its beginning to its end (as a read_committed
+    subscriber sees it now), in each partition's order; the consumer joins no group and
+    commits nothing. Raises TimeoutError when a partition's end is not reached in time."""
+    consumer = Consumer({
+        **client_config(settings),
+        "group.id": f"{settings.app_id}-reader-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,  # sent for an empty partition too
+        "isolation.level": "read_committed",
+    })
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        out: list[Message] = []
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(at_end) < len(partitions):
+            if time.monotonic() > deadline:
+                missing = sorted(set(partitions) - at_end)
+                raise TimeoutError(f"reading {topic}: partitions {missing} not at their end "
+                                   f"after {timeout:.0f}s")
+            for msg in consumer.consume(10_000, timeout=0.1):
+                error = msg.error()
+                if error is None:
+                    out.append(msg)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
+                elif error.fatal() or error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise KafkaException(error)
+        return out
+    finally:
+        consumer.close()

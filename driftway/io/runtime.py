@@ -16,6 +16,9 @@ state, its partition's store) to the records it writes. The shell owns the rest,
   aborted, so its input is read again by whoever takes the partitions over;
 - changelog-backed state, restored for each partition before its first record, on every
   assignment;
+- waiting out a store outside Kafka that went away (``Unavailable``: the sink's ClickHouse):
+  the transaction is aborted, its input held back and read again from the committed offsets
+  once the store is back, tried with back-off, and the wait said on the health topic;
 - rebalances (a revoked partition's transaction is committed first), shutdown, and metrics.
 
 Quix Streams' checkpoints and Kafka Streams' tasks are the model: processing never touches
@@ -30,15 +33,25 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from driftway.io.kafka import client_config, produce, producer_config
 from driftway.io.metrics import Metrics
 from driftway.io.state import Store, restore
+from driftway.logic.backoff import backoff
 from driftway.schemas import topology
-from driftway.schemas.events import DeadLetter, failure_reason
+from driftway.schemas.events import DeadLetter, ProcessHealth, failure_reason
 from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +66,19 @@ class Incoming(NamedTuple):
     key: bytes | None
     value: bytes | None
     received_at: float  # when the runtime took the batch it came in (Unix seconds)
+
+
+class Unavailable(Exception):
+    """A store outside Kafka cannot take a processor's writes now (the sink's ClickHouse is
+    unreachable, or refuses inserts): neither a record's fault nor a reason to end.
+
+    Raised by a processor's ``flush`` or ``resume_at``. The runtime aborts the transaction
+    (the processor's ``abort`` forgets what it kept), holds its input back — paused, to be
+    read again from the committed offsets — and asks ``resume_at`` again with back-off
+    (``processing.retry_first_seconds`` doubling to ``retry_longest_seconds``) until the store
+    answers; meanwhile the health topic says the processor is waiting, and why. A processor
+    that raises it must be able to forget all an aborted transaction did.
+    """
 
 
 class Out(NamedTuple):
@@ -80,11 +106,13 @@ class Processor(Protocol):
     - ``tick(now, stores)``: once a second, the records a timer makes (feedback's expiry);
     - ``flush()``: before each commit, writes what it keeps for a store outside Kafka and
       returns the records to write with the commit (the sink inserts into ClickHouse); if it
-      raises, the transaction is aborted and the process ends;
+      raises ``Unavailable``, the runtime waits for the store (see there); anything else
+      aborts the transaction and ends the process;
     - ``abort()``: a transaction was aborted: forget what the next flush would have written;
-    - ``resume_at(assigned)``: on assignment, the offsets to read the given (topic key,
-      partition) pairs from instead of the committed ones (the sink resumes after what
-      ClickHouse holds);
+    - ``resume_at(assigned)``: on assignment, and before input held back for an unavailable
+      store is read again, the offsets to read the given (topic key, partition) pairs from
+      instead of the committed ones (the learner resumes at its versions' end; the sink
+      learns what ClickHouse already holds); it may raise ``Unavailable``;
     - ``commit_interval`` / ``commit_records`` / ``commit_min_interval``: seconds and records
       per transaction, and how soon a transaction whose input went quiet commits, instead of
       ``processing.commit_interval``, no limit and ``processing.commit_min_interval``;
@@ -122,10 +150,15 @@ class Runtime:
         self._transaction_records = 0
         self._closed = False
         self._errors: list[str] = []  # deliveries that failed (reported for failures only)
+        # Input held back while a store is unavailable: partition → where to read it again
+        # from (None: where the processor's resume_at or the committed offset says).
+        self._held: dict[tuple[str, int], int | None] = {}
+        self._wait = _Wait()
         group = f"{settings.app_id}-{processor.name}"
+        self.instance = instance or socket.gethostname()
         # The same id after a restart: initialising it fences the crashed instance and aborts
         # the transaction it left open, so readers are not held back until it times out.
-        self.transactional_id = f"{group}-{instance or socket.gethostname()}"
+        self.transactional_id = f"{group}-{self.instance}"
         self.consumer = Consumer({
             **client_config(settings),
             "group.id": group,
@@ -187,6 +220,7 @@ class Runtime:
                 self._begin()
                 self._write(outs)
                 self._commit()
+        self._health("running")  # whatever the last of this instance said is over
         self.consumer.subscribe(list(self.topics), on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("%s reading %s as %s", self.processor.name, ", ".join(self.topics),
@@ -200,35 +234,45 @@ class Runtime:
         most = getattr(self.processor, "commit_records", None) or float("inf")
         try:
             while not self.stopping.is_set():
+                if self._held:
+                    self._try_resume()
                 wait = p.batch_within
                 if self._in_transaction:  # wait no longer than until it may commit early
                     wait = min(wait, max(0.001, quiet - self._open_for()))
-                messages = self._next_batch(p.batch_size, wait)
-                if messages:
-                    began = time.monotonic()
-                    self._process(messages)
-                    if end_batch is not None:
-                        self._write(end_batch() or ())
-                    if self.direct is not None:
-                        self.direct.poll(0)
-                    self.metrics.batch(len(messages), time.monotonic() - began)
-                    self._transaction_records += len(messages)
-                if tick is not None and time.monotonic() - last_tick >= 1.0:
-                    last_tick = time.monotonic()
-                    self._tick(tick)
-                # Commit every `interval` under load; as soon as the input goes quiet
-                # otherwise (once `quiet` has passed): a record waits for more work only
-                # while more is coming.
-                if self._in_transaction and (
-                        self._open_for() >= (quiet if not messages else interval)
-                        or self._transaction_records >= most):
-                    self._commit()
+                try:
+                    messages = self._next_batch(p.batch_size, wait)
+                    if messages:
+                        began = time.monotonic()
+                        self._process(messages)
+                        if end_batch is not None:
+                            self._write(end_batch() or ())
+                        if self.direct is not None:
+                            self.direct.poll(0)
+                        self.metrics.batch(len(messages), time.monotonic() - began)
+                        self._transaction_records += len(messages)
+                    if tick is not None and time.monotonic() - last_tick >= 1.0:
+                        last_tick = time.monotonic()
+                        self._tick(tick)
+                    # Commit every `interval` under load; as soon as the input goes quiet
+                    # otherwise (once `quiet` has passed): a record waits for more work only
+                    # while more is coming.
+                    if self._in_transaction and (
+                            self._open_for() >= (quiet if not messages else interval)
+                            or self._transaction_records >= most):
+                        self._commit()
+                except Unavailable as exc:
+                    self._hold_back(exc)
                 if time.monotonic() - last_log >= p.metrics_log_seconds:
                     last_log = time.monotonic()
                     log.info(self.metrics.line(self.processor.name, self._lag()))
                     self.metrics = Metrics()
             if self._in_transaction:
-                self._commit()
+                try:
+                    self._commit()
+                except Unavailable as exc:  # read again by the next run: nothing is lost
+                    log.warning("%s stops with its last transaction aborted (%s): its input "
+                                "is read again when it runs next", self.processor.name, exc)
+                    self._abort()
             log.info(self.metrics.line(self.processor.name, self._lag()))  # the last report
         except BaseException:
             self._abort()
@@ -417,22 +461,40 @@ class Runtime:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         resume_at = getattr(self.processor, "resume_at", None)
         if resume_at is not None:
-            offsets = resume_at([(self.topics[tp.topic], tp.partition) for tp in partitions])
+            try:
+                offsets = resume_at([(self.topics[tp.topic], tp.partition)
+                                     for tp in partitions])
+            except Unavailable as exc:  # held back until the store answers
+                consumer.assign(partitions)
+                self._hold_back(exc, {(tp.topic, tp.partition): None for tp in partitions})
+                return
             for tp in partitions:
                 tp.offset = offsets.get((self.topics[tp.topic], tp.partition), tp.offset)
             consumer.assign(partitions)
+        if self._held:  # a store is away: these wait with the rest
+            consumer.pause(partitions)
+        self._restore({tp.partition for tp in partitions})
+
+    def _restore(self, numbers: set[int]) -> None:
+        """The stores of these partitions, from the changelog, where not held already."""
         if self.state_topic is None:
             return
-        numbers = sorted({tp.partition for tp in partitions} - set(self.stores))
-        if numbers:
-            restored = restore(self.settings, self.state_topic, numbers)
+        missing = sorted(numbers - set(self.stores))
+        if missing:
+            restored = restore(self.settings, self.state_topic, missing)
             self.stores.update(restored)
-            log.info("%s restored partitions %s: %s keys", self.processor.name, numbers,
+            log.info("%s restored partitions %s: %s keys", self.processor.name, missing,
                      [len(store.data) for store in restored.values()])
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._in_transaction:
-            self._commit()  # what was done for the partitions leaving is committed first
+            try:
+                self._commit()  # what was done for the partitions leaving is committed first
+            except Unavailable as exc:  # their next owner reads them from the committed offsets
+                log.warning("%s: partitions revoked while %s; their transaction is aborted",
+                            self.processor.name, exc)
+                self._abort()
+                self._touched.clear()
         self._drop(partitions)
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -441,8 +503,95 @@ class Runtime:
         self._drop(partitions)
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._held.pop((tp.topic, tp.partition), None)
         for number in {tp.partition for tp in partitions}:
             self.stores.pop(number, None)
+
+    # -- a store that went away -------------------------------------------------------------
+
+    def _hold_back(self, exc: Unavailable,
+                   partitions: dict[tuple[str, int], int | None] | None = None) -> None:
+        """Hold the input back while the processor's store is unavailable: `partitions` (by
+        default: what the aborted transaction read, to be read again from the committed
+        offsets) wait for ``resume_at``, and the whole assignment is paused until then."""
+        if partitions is None:  # the transaction's flush: abort it, read its input again
+            touched = [TopicPartition(t, p) for t, p in self._touched]
+            self._abort()
+            self._touched.clear()
+            committed = self.consumer.committed(touched, timeout=30) if touched else []
+            partitions = {(tp.topic, tp.partition): tp.offset if tp.offset >= 0
+                          else OFFSET_BEGINNING for tp in committed}
+            # Its stores hold the aborted changes: restored from the changelog again.
+            self._drop([TopicPartition(t, p) for t, p in partitions])
+        self._held.update(partitions)
+        self.consumer.pause(self.consumer.assignment())
+        p = self.settings.processing
+        delay = self._wait.failed(str(exc), p.retry_first_seconds, p.retry_longest_seconds)
+        log.warning("%s waits: %s (try %d; the next in %.1fs; %d partitions held back, "
+                    "nothing is skipped)", self.processor.name, exc, self._wait.attempts, delay,
+                    len(self._held))
+        self._health("waiting")
+
+    def _try_resume(self) -> None:
+        """Once the back-off has passed, ask ``resume_at`` again; when the store answers, read
+        the held partitions again from where it says, or where they were held."""
+        if time.monotonic() < self._wait.next_try:
+            return
+        held = dict(self._held)
+        resume_at = getattr(self.processor, "resume_at", None)
+        try:
+            offsets = resume_at([(self.topics[t], p) for t, p in held]) if resume_at else {}
+        except Unavailable as exc:
+            self._hold_back(exc, {})
+            return
+        for (topic, partition), rewind in held.items():
+            offset = offsets.get((self.topics[topic], partition), rewind)
+            if offset is not None:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+        self._restore({p for _, p in held})
+        self.consumer.resume(self.consumer.assignment())
+        self._held.clear()
+        log.warning("%s: its store is back after %d tries and %.0fs; reading again",
+                    self.processor.name, self._wait.attempts, time.time() - self._wait.since)
+        self._wait = _Wait()
+        self._health("running")
+
+    def _health(self, state: str) -> None:
+        """Say on the health topic what this process does (when its topology writes it)."""
+        if "health" not in self.spec.writes:
+            return
+        now = datetime.now(UTC)
+        wait = self._wait
+        record = ProcessHealth(
+            processor=self.processor.name, instance=self.instance, state=state,
+            reason=wait.reason if state == "waiting" else None,
+            since=datetime.fromtimestamp(wait.since, UTC) if state == "waiting" else now,
+            attempts=wait.attempts, at=now)
+        self._write([Out("health", f"{self.processor.name}/{self.instance}",
+                         record.to_bytes())])
+        if self.direct is not None:
+            self.direct.poll(0)
+
+
+class _Wait:
+    """One wait for a store: since when, how many tries, the last reason, the next try."""
+
+    def __init__(self) -> None:
+        self.since = time.time()
+        self.attempts = 0
+        self.reason = ""
+        self.next_try = 0.0  # monotonic seconds
+
+    def failed(self, reason: str, first: float, longest: float) -> float:
+        """One more failed try: the seconds until the next."""
+        if self.attempts == 0:
+            self.since = time.time()
+        self.attempts += 1
+        self.reason = reason
+        delay = backoff(self.attempts, first, longest)
+        self.next_try = time.monotonic() + delay
+        return delay
 
 
 def largest_record(keys: Iterable[str]) -> int:

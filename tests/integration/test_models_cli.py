@@ -16,11 +16,12 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from driftway.app.supervisor import settings_env
-from driftway.consumers.sink import ClickHouseSink, query_endpoint_file
+from driftway.consumers.sink import ClickHouseSink
 from driftway.io.broker import free_port
 from driftway.io.clickhouse import connect, ensure_schema
 from driftway.io.kafka import ensure_topics, make_producer, produce
 from driftway.io.keys import with_signing_key
+from driftway.io.query_endpoint import query_endpoint_file
 from driftway.io.registry import ModelRegistry
 from driftway.io.runtime import Runtime
 from driftway.logic.artifacts import build_version

@@ -5,7 +5,6 @@ the registry then refuses to load a pruned version, and so does `driftway models
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -19,10 +18,11 @@ import pytest
 from pydantic import SecretStr
 
 from driftway.app.supervisor import settings_env
-from driftway.consumers.sink import ClickHouseSink, query_endpoint_file, serve_queries
+from driftway.consumers.sink import ClickHouseSink
 from driftway.io.clickhouse import connect, ensure_schema
 from driftway.io.kafka import ensure_topics, make_producer
 from driftway.io.keys import with_signing_key
+from driftway.io.query_endpoint import QueryEndpoint
 from driftway.io.registry import ModelRegistry
 from driftway.io.runtime import Runtime
 from driftway.logic.artifacts import build_version
@@ -54,18 +54,13 @@ def settings(stack_settings: Settings, embedded_settings: Settings) -> Settings:
 
 @pytest.fixture
 def sink(settings: Settings) -> Iterator[ClickHouseSink]:
-    """The sink, answering queries on loopback for the CLI's children, as `driftway run sink`."""
+    """The sink, answering queries on its socket for the CLI's children, as `driftway run sink`."""
     ensure_topics(settings)
     client = connect(settings)
     ensure_schema(client, settings.clickhouse_database)
     sink = ClickHouseSink(settings, client)
-    server = serve_queries(sink, 0)
-    endpoint = query_endpoint_file(settings)
-    endpoint.parent.mkdir(parents=True, exist_ok=True)
-    endpoint.write_text(json.dumps({"pid": os.getpid(), "port": server.server_address[1]}))
-    yield sink
-    server.shutdown()
-    endpoint.unlink(missing_ok=True)
+    with QueryEndpoint(settings, sink.query):
+        yield sink
     client.close()
 
 

@@ -32,10 +32,13 @@ DASHBOARD = GRAFANA / "dashboards" / "driftway.json"
 DATASOURCE = GRAFANA / "provisioning" / "datasources" / "clickhouse.yaml"
 DASHBOARD_PROVIDER = GRAFANA / "provisioning" / "dashboards" / "driftway.yaml"
 K8S = ROOT / "deploy" / "k8s"
+CLICKHOUSE = ROOT / "deploy" / "clickhouse"
+READER_XML = CLICKHOUSE / "users.d" / "driftway-reader.xml"
+READER_SQL = CLICKHOUSE / "reader.sql"
 
 #: The settings that are secrets: in the k8s Secret, never in the ConfigMap.
 SECRET_SETTINGS = {"DRIFTWAY_CLICKHOUSE_DSN", "DRIFTWAY_SIGNING_KEY",
-                   "DRIFTWAY_KAFKA__SASL_PASSWORD"}
+                   "DRIFTWAY_KAFKA__SASL_PASSWORD", "DRIFTWAY_QUERY__CLICKHOUSE_DSN"}
 #: Environment names a Driftway container may set besides the settings.
 OTHER_ENV = {"PYTHONHASHSEED"}
 
@@ -135,7 +138,7 @@ def _dockerfile_instructions() -> list[tuple[str, str]]:
 def test_setting_names_are_derived_from_the_settings_model():
     assert "DRIFTWAY_STATE_DIR" in SETTING_NAMES
     assert "DRIFTWAY_KAFKA__BOOTSTRAP_SERVERS" in SETTING_NAMES
-    assert "DRIFTWAY_SINK__QUERY_PORT" in SETTING_NAMES
+    assert "DRIFTWAY_QUERY__MAX_ROWS" in SETTING_NAMES
     # Nested groups are expanded, never settable as a whole.
     assert "DRIFTWAY_KAFKA" not in SETTING_NAMES
     assert all(n == n.upper() and n.startswith("DRIFTWAY_") for n in SETTING_NAMES)
@@ -586,3 +589,80 @@ def test_dockerfile_copies_every_package_and_the_build_files():
     assert {"pyproject.toml", pyproject["project"]["readme"]} <= copied
     missing = sorted(s for s in copied if not (ROOT / s).exists())
     assert not missing, f"COPY sources missing from the repository: {missing}"
+
+
+# --- deploy/clickhouse: the read-only user of the query path ------------------------------------
+
+
+def _reader_xml() -> tuple[Any, Any]:
+    """(profile, user) elements of the read-only user in users.d/driftway-reader.xml."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(READER_XML).getroot()
+    return root.find("profiles/driftway_reader"), root.find("users/driftway_reader")
+
+
+#: The profile's settings: read-only, FINAL, and Driftway's default query limits.
+def _expected_profile() -> dict[str, str]:
+    from driftway.settings import QuerySettings
+
+    limits = QuerySettings()
+    return {"readonly": "1", "final": "1", "allow_ddl": "0", "allow_introspection_functions": "0",
+            "max_execution_time": f"{limits.max_seconds:g}", "timeout_overflow_mode": "throw",
+            "max_memory_usage": str(limits.max_memory_bytes),
+            "max_result_rows": str(limits.max_rows), "result_overflow_mode": "throw"}
+
+
+def test_reader_user_may_select_from_the_monitoring_database_only():
+    profile, user = _reader_xml()
+    grants = [q.text.strip() for q in user.findall("grants/query")]
+    assert grants == [f"GRANT SELECT ON {Settings().clickhouse_database}.*"]
+    assert user.find("access_management").text == "0"
+    assert user.find("profile").text == "driftway_reader"
+    password = user.find("password")
+    assert password.get("from_env") == "CLICKHOUSE_READER_PASSWORD" and not password.text
+    settings = {e.tag: e.text for e in profile if e.tag != "constraints"}
+    assert settings == _expected_profile()
+    # The client may lower each limit in readonly=1 mode, never raise it.
+    for name in ("max_execution_time", "max_memory_usage", "max_result_rows"):
+        constraint = profile.find(f"constraints/{name}")
+        assert constraint.find("max").text == settings[name], name
+        assert constraint.find("changeable_in_readonly") is not None, name
+    config = (CLICKHOUSE / "config.d" / "driftway.xml").read_text()
+    assert ("<settings_constraints_replace_previous>true</settings_constraints_replace_previous>"
+            in config)
+
+
+def test_reader_sql_creates_the_same_user():
+    sql = re.sub(r"--[^\n]*", "", READER_SQL.read_text())
+    [profile] = re.findall(r"CREATE SETTINGS PROFILE IF NOT EXISTS driftway_reader SETTINGS(.*?);",
+                           sql, re.S)
+    values = {}
+    for item in profile.split(","):
+        name, _, rest = item.strip().partition(" = ")
+        value, *constraint = rest.split(" ", 1)
+        values[name] = value.strip("'")
+        if constraint:  # a limit: lowered by the client, never raised
+            assert re.fullmatch(rf"MIN \S+ MAX {re.escape(value)} CHANGEABLE_IN_READONLY",
+                                constraint[0].strip()), item
+    assert values == _expected_profile()
+    assert re.search(r"CREATE USER IF NOT EXISTS driftway_reader .*SETTINGS PROFILE "
+                     r"'driftway_reader';", sql, re.S)
+    grants = re.findall(r"GRANT [^;]*;", sql)
+    assert grants == [f"GRANT SELECT ON {Settings().clickhouse_database}.* TO driftway_reader;"]
+
+
+def test_queries_log_in_as_the_reader_in_compose_and_k8s(compose, services, resources):
+    clickhouse = services["clickhouse"]
+    env = _environment(clickhouse)
+    assert re.fullmatch(r"\$\{CLICKHOUSE_READER_PASSWORD:\?[^}]*\}",
+                        env["CLICKHOUSE_READER_PASSWORD"])
+    mounts = _mounts(clickhouse)
+    assert mounts["/etc/clickhouse-server/users.d/driftway-reader.xml"] == (
+        "deploy/clickhouse/users.d/driftway-reader.xml")
+    assert mounts["/etc/clickhouse-server/config.d/driftway.xml"] == (
+        "deploy/clickhouse/config.d/driftway.xml")
+    reader = compose["x-driftway-env"]["DRIFTWAY_QUERY__CLICKHOUSE_DSN"]
+    assert reader == "http://driftway_reader:${CLICKHOUSE_READER_PASSWORD}@clickhouse:8123"
+    secret = _one(resources, "Secret")["stringData"]
+    assert secret["DRIFTWAY_QUERY__CLICKHOUSE_DSN"].startswith("https://driftway_reader:")

@@ -15,8 +15,9 @@ def test_default_topic_names_are_under_the_driftway_prefix() -> None:
         "driftway.served", "driftway.training", "driftway.model-versions",
         "driftway.model-artifacts", "driftway.deployments", "driftway.model-updates",
         "driftway.drift",
-        "driftway.metrics", "driftway.dead-letters", "driftway.feedback",
-        "driftway.features-state", "driftway.feedback-state",
+        "driftway.metrics", "driftway.dead-letters", "driftway.dead-letter-replays",
+        "driftway.feedback", "driftway.health", "driftway.features-state",
+        "driftway.feedback-state",
     ]
 
 
@@ -85,3 +86,19 @@ def test_misspelt_environment_setting_fails_at_start_up(monkeypatch: pytest.Monk
     monkeypatch.setenv("DRIFTWAY_STATEDIR", "/tmp/x")
     with pytest.raises(SettingsError, match="DRIFTWAY_STATEDIR.*DRIFTWAY_STATE_DIR"):
         load_settings()
+
+
+def test_input_limits_have_documented_defaults_and_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from driftway.settings import LimitsSettings
+
+    limits = Settings().limits
+    assert (limits.max_record_bytes, limits.max_fields, limits.max_string_length,
+            limits.max_id_length) == (1_000_000, 1_000, 1_024, 256)
+    assert all(field.description for field in LimitsSettings.model_fields.values())
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name, field in LimitsSettings.model_fields.items():
+        assert f"| DRIFTWAY_LIMITS__{name.upper()} | `{field.default}`" in readme
+    monkeypatch.setenv("DRIFTWAY_LIMITS__MAX_STRING_LENGTH", "5000")
+    assert load_settings().limits.max_string_length == 5000

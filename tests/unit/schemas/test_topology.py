@@ -16,10 +16,12 @@ from driftway.schemas.topology import PROCESSORS, REGISTRY, TOPIC_KEYS, TOPICS, 
 #: Written by upstream applications (through the SDK), not by a processor.
 UPSTREAM = {"raw", "labels"}
 #: Read outside the processors: predictions by subscribers, the registry by every version's user.
-#: Read by subscribers, the registry, scoring's watcher (the learner's live updates), and each
-#: stateful processor when it restores its state.
-READ_OUTSIDE = {"predictions", *REGISTRY, "model-updates",
+#: Read by subscribers, the registry, scoring's watcher (the learner's live updates), the live
+#: status (health), and each stateful processor when it restores its state.
+READ_OUTSIDE = {"predictions", *REGISTRY, "model-updates", "health",
                 *(p.state for p in PROCESSORS if p.state)}
+#: Written and read by a command, not a processor: `driftway dead-letters replay`'s marks.
+COMMANDS = {"dead-letter-replays"}
 
 WRITTEN = {key for p in PROCESSORS for key in p.writes}
 READ = {key for p in PROCESSORS for key in p.reads}
@@ -38,12 +40,12 @@ def test_processors_read_and_write_declared_topics_only(processor: Processor) ->
 
 
 def test_every_topic_but_the_upstream_ones_is_written_by_a_processor() -> None:
-    assert set(TOPIC_KEYS) - WRITTEN == UPSTREAM
-    assert not WRITTEN & UPSTREAM
+    assert set(TOPIC_KEYS) - WRITTEN == UPSTREAM | COMMANDS
+    assert not WRITTEN & (UPSTREAM | COMMANDS)
 
 
 def test_every_topic_is_read_by_a_processor_or_outside_them() -> None:
-    assert set(TOPIC_KEYS) - READ <= READ_OUTSIDE
+    assert set(TOPIC_KEYS) - READ <= READ_OUTSIDE | COMMANDS
     assert READ_OUTSIDE <= set(TOPIC_KEYS) and UPSTREAM <= READ
 
 
