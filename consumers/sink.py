@@ -39,9 +39,10 @@ from driftway.io.clickhouse import (
     ensure_schema,
     run_query,
 )
+from driftway.io.holdback import Unavailable
 from driftway.io.query_endpoint import QueryEndpoint
 from driftway.io.registry import ModelRegistry
-from driftway.io.runtime import Incoming, Out, Unavailable, passed_over, run_processor
+from driftway.io.runtime import Incoming, Out, passed_over, run_processor
 from driftway.logic.limits import decode_checked
 from driftway.logic.registry import prunable, tombstones
 from driftway.schemas.events import DeadLetter, Label, failure_reason

@@ -16,9 +16,10 @@ state, its partition's store) to the records it writes. The shell owns the rest,
   aborted, so its input is read again by whoever takes the partitions over;
 - changelog-backed state, restored for each partition before its first record, on every
   assignment;
-- waiting out a store outside Kafka that went away (``Unavailable``: the sink's ClickHouse):
-  the transaction is aborted, its input held back and read again from the committed offsets
-  once the store is back, tried with back-off, and the wait said on the health topic;
+- waiting out a store outside Kafka that went away (``Unavailable``: the sink's ClickHouse;
+  driftway.io.holdback): the transaction is aborted, its input held back and read again from
+  the committed offsets once the store is back, tried with back-off, and the wait said on the
+  health topic;
 - rebalances (a revoked partition's transaction is committed first), shutdown, and metrics.
 
 Quix Streams' checkpoints and Kafka Streams' tasks are the model: processing never touches
@@ -33,7 +34,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
 
 from confluent_kafka import (
@@ -46,12 +46,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from driftway.io.holdback import HeldInput, Unavailable
 from driftway.io.kafka import client_config, produce, producer_config
 from driftway.io.metrics import Metrics
 from driftway.io.state import Store, restore
-from driftway.logic.backoff import backoff
 from driftway.schemas import topology
-from driftway.schemas.events import DeadLetter, ProcessHealth, failure_reason
+from driftway.schemas.events import DeadLetter, failure_reason
 from driftway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,19 +66,6 @@ class Incoming(NamedTuple):
     key: bytes | None
     value: bytes | None
     received_at: float  # when the runtime took the batch it came in (Unix seconds)
-
-
-class Unavailable(Exception):
-    """A store outside Kafka cannot take a processor's writes now (the sink's ClickHouse is
-    unreachable, or refuses inserts): neither a record's fault nor a reason to end.
-
-    Raised by a processor's ``flush`` or ``resume_at``. The runtime aborts the transaction
-    (the processor's ``abort`` forgets what it kept), holds its input back — paused, to be
-    read again from the committed offsets — and asks ``resume_at`` again with back-off
-    (``processing.retry_first_seconds`` doubling to ``retry_longest_seconds``) until the store
-    answers; meanwhile the health topic says the processor is waiting, and why. A processor
-    that raises it must be able to forget all an aborted transaction did.
-    """
 
 
 class Out(NamedTuple):
@@ -150,10 +137,8 @@ class Runtime:
         self._transaction_records = 0
         self._closed = False
         self._errors: list[str] = []  # deliveries that failed (reported for failures only)
-        # Input held back while a store is unavailable: partition → where to read it again
-        # from (None: where the processor's resume_at or the committed offset says).
-        self._held: dict[tuple[str, int], int | None] = {}
-        self._wait = _Wait()
+        # Input held back while a store outside Kafka is unavailable.
+        self._held = HeldInput(p.retry_first_seconds, p.retry_longest_seconds)
         group = f"{settings.app_id}-{processor.name}"
         self.instance = instance or socket.gethostname()
         # The same id after a restart: initialising it fences the crashed instance and aborts
@@ -220,7 +205,7 @@ class Runtime:
                 self._begin()
                 self._write(outs)
                 self._commit()
-        self._health("running")  # whatever the last of this instance said is over
+        self._health()  # running: whatever the last of this instance said is over
         self.consumer.subscribe(list(self.topics), on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("%s reading %s as %s", self.processor.name, ", ".join(self.topics),
@@ -504,7 +489,7 @@ class Runtime:
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            self._held.pop((tp.topic, tp.partition), None)
+            self._held.forget((tp.topic, tp.partition))
         for number in {tp.partition for tp in partitions}:
             self.stores.pop(number, None)
 
@@ -524,74 +509,42 @@ class Runtime:
                           else OFFSET_BEGINNING for tp in committed}
             # Its stores hold the aborted changes: restored from the changelog again.
             self._drop([TopicPartition(t, p) for t, p in partitions])
-        self._held.update(partitions)
-        self.consumer.pause(self.consumer.assignment())
-        p = self.settings.processing
-        delay = self._wait.failed(str(exc), p.retry_first_seconds, p.retry_longest_seconds)
+        delay = self._held.hold(self.consumer, str(exc), partitions)
         log.warning("%s waits: %s (try %d; the next in %.1fs; %d partitions held back, "
-                    "nothing is skipped)", self.processor.name, exc, self._wait.attempts, delay,
-                    len(self._held))
-        self._health("waiting")
+                    "nothing is skipped)", self.processor.name, exc, self._held.attempts, delay,
+                    len(self._held.partitions))
+        self._health()
 
     def _try_resume(self) -> None:
         """Once the back-off has passed, ask ``resume_at`` again; when the store answers, read
         the held partitions again from where it says, or where they were held."""
-        if time.monotonic() < self._wait.next_try:
+        if not self._held.due:
             return
-        held = dict(self._held)
         resume_at = getattr(self.processor, "resume_at", None)
         try:
-            offsets = resume_at([(self.topics[t], p) for t, p in held]) if resume_at else {}
+            asked = resume_at([(self.topics[t], p) for t, p in self._held.partitions]) \
+                if resume_at else {}
         except Unavailable as exc:
             self._hold_back(exc, {})
             return
-        for (topic, partition), rewind in held.items():
-            offset = offsets.get((self.topics[topic], partition), rewind)
-            if offset is not None:
-                self.consumer.seek(TopicPartition(topic, partition, offset))
-        self._restore({p for _, p in held})
-        self.consumer.resume(self.consumer.assignment())
-        self._held.clear()
+        tries, since = self._held.attempts, self._held.since
+        names = {key: name for name, key in self.topics.items()}
+        numbers = self._held.release(self.consumer, {(names[key], partition): offset
+                                                     for (key, partition), offset in asked.items()})
+        self._restore(numbers)
         log.warning("%s: its store is back after %d tries and %.0fs; reading again",
-                    self.processor.name, self._wait.attempts, time.time() - self._wait.since)
-        self._wait = _Wait()
-        self._health("running")
+                    self.processor.name, tries, time.time() - since)
+        self._health()
 
-    def _health(self, state: str) -> None:
+    def _health(self) -> None:
         """Say on the health topic what this process does (when its topology writes it)."""
         if "health" not in self.spec.writes:
             return
-        now = datetime.now(UTC)
-        wait = self._wait
-        record = ProcessHealth(
-            processor=self.processor.name, instance=self.instance, state=state,
-            reason=wait.reason if state == "waiting" else None,
-            since=datetime.fromtimestamp(wait.since, UTC) if state == "waiting" else now,
-            attempts=wait.attempts, at=now)
+        record = self._held.health(self.processor.name, self.instance)
         self._write([Out("health", f"{self.processor.name}/{self.instance}",
                          record.to_bytes())])
         if self.direct is not None:
             self.direct.poll(0)
-
-
-class _Wait:
-    """One wait for a store: since when, how many tries, the last reason, the next try."""
-
-    def __init__(self) -> None:
-        self.since = time.time()
-        self.attempts = 0
-        self.reason = ""
-        self.next_try = 0.0  # monotonic seconds
-
-    def failed(self, reason: str, first: float, longest: float) -> float:
-        """One more failed try: the seconds until the next."""
-        if self.attempts == 0:
-            self.since = time.time()
-        self.attempts += 1
-        self.reason = reason
-        delay = backoff(self.attempts, first, longest)
-        self.next_try = time.monotonic() + delay
-        return delay
 
 
 def largest_record(keys: Iterable[str]) -> int:

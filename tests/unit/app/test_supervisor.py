@@ -77,3 +77,18 @@ def test_the_live_status_shows_restarts() -> None:
     assert re.search(r"scoring\s*│\s*0\s*│\s*2\s*│", shown), shown  # lag 0, restarted twice
     assert re.search(r"sink\s*│\s*3\s*│\s*0\s*│", shown), shown
     assert line(reading, "default").endswith("restarts: scoring 2, kafka 1")
+
+
+def test_the_live_status_shows_what_a_processor_waits_for() -> None:
+    from rich.console import Console
+
+    from driftway.app.status import Reading, line, render
+
+    waits = "ClickHouse cannot be reached: Connection refused (since 12:03:04 UTC, 7 tries)"
+    reading = Reading(at=0.0, ends={}, lag={"scoring": 0, "sink": 3}, waiting={"sink": waits})
+    console = Console(width=200, record=True)
+    console.print(render(reading, "default"))
+    shown = console.export_text()
+    assert re.search(r"scoring\s*│\s*0\s*│\s*0\s*│\s*running", shown), shown
+    assert re.search(r"sink\s*│\s*3\s*│\s*0\s*│\s*waiting: ClickHouse cannot be reached", shown)
+    assert line(reading, "default").endswith(f"; sink waiting: {waits}")
