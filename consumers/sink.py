@@ -104,9 +104,10 @@ class ClickHouseSink:
         self.payloads: dict[str, list[bytes | None]] = defaultdict(list)  # beside each row
         self.commit_interval = settings.sink.flush_seconds
         self.passed_over = passed_over(self.name)
-        # What ClickHouse holds already, per (table, source topic, partition): its highest
-        # offset, learnt by resume_at; rows at or below it are passed over.
-        self.stored: dict[tuple[str, str, int], int] = {}
+        # What ClickHouse holds already of a source partition read again: each table's
+        # highest offset, learnt by resume_at; rows at or below it are passed over, and a
+        # partition is forgotten once its records come past all of them.
+        self.stored: dict[tuple[str, int], dict[str, int]] = {}
         self.commit_min_interval = settings.sink.flush_seconds  # an insert per commit: no early
         self.commit_records = settings.sink.batch_size
         # The retention rule's: the registry is its rounds' thread's alone.
@@ -166,7 +167,15 @@ class ClickHouseSink:
 
     def _has(self, table: str, topic: str, partition: int, offset: int) -> bool:
         """True when `table` holds the row of this record already (a read again)."""
-        return bool(self.stored) and offset <= self.stored.get((table, topic, partition), -1)
+        if not self.stored:  # the hot path: nothing is read again
+            return False
+        held = self.stored.get((topic, partition))
+        if held is None:
+            return False
+        if offset > max(held.values()):  # past all ClickHouse holds: new from here on
+            del self.stored[(topic, partition)]
+            return False
+        return offset <= held.get(table, -1)
 
     def flush(self) -> list[Out]:
         """Insert what was kept, one insert per table; rows a table refuses become dead
@@ -256,8 +265,12 @@ class ClickHouseSink:
         """Read from the committed offsets; learn what ClickHouse holds of these partitions
         already, so that `handle` passes those rows over."""
         names = {(self.names[key], partition) for key, partition in assigned}
-        held = {k: v for k, v in self.stored_offsets().items() if (k[1], k[2]) in names}
-        self.stored = {k: v for k, v in self.stored.items() if (k[1], k[2]) not in names}
+        held: dict[tuple[str, int], dict[str, int]] = {}
+        for (table, topic, partition), offset in self.stored_offsets().items():
+            if (topic, partition) in names:
+                held.setdefault((topic, partition), {})[table] = offset
+        for name in names:
+            self.stored.pop(name, None)
         self.stored.update(held)
         log.info("sink reads from the committed offsets; ClickHouse holds up to %s",
                  sorted(held.items()) or "none of them")

@@ -158,9 +158,8 @@ def test_the_sink_stores_the_rows_then_commits_their_offsets(sink: ClickHouseSin
     assert ("labels", t("labels"), 1) not in sink.stored_offsets()
     assert sink.resume_at([("labels", 0), ("labels", 1), ("predictions", 0),
                            ("feedback", 0)]) == {}
-    assert sink.stored == {("predictions", t("predictions"), 0): 2,
-                           ("dead_letters", t("predictions"), 0): 1,
-                           ("labels", t("labels"), 0): 2}
+    assert sink.stored == {(t("predictions"), 0): {"predictions": 2, "dead_letters": 1},
+                           (t("labels"), 0): {"labels": 2}}
     again = incoming([(key, partition, value) for key, partition, value in batch()
                       if key in ("predictions", "labels")])
     assert sink.rows(again) == {}
