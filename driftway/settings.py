@@ -149,6 +149,13 @@ class KafkaSettings(BaseModel):
         return int(self.bootstrap_servers.split(",")[0].rpartition(":")[2])
 
 
+def _http_only(v: SecretStr | None, name: str) -> SecretStr | None:
+    """A secret URL setting that must be http(s), or unset."""
+    if v is not None and not v.get_secret_value().startswith(("http://", "https://")):
+        raise ValueError(f"{name} must start with http:// or https://")
+    return v
+
+
 class ProcessingSettings(BaseModel):
     """Batching and serving knobs of the stream processors."""
 
@@ -367,9 +374,7 @@ class QuerySettings(BaseModel):
     @field_validator("clickhouse_dsn")
     @classmethod
     def _server(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and not v.get_secret_value().startswith(("http://", "https://")):
-            raise ValueError("DRIFTWAY_QUERY__CLICKHOUSE_DSN must start with http:// or https://")
-        return v
+        return _http_only(v, "DRIFTWAY_QUERY__CLICKHOUSE_DSN")
 
 
 class RegistrySettings(BaseModel):
@@ -418,9 +423,7 @@ class AlertSettings(BaseModel):
     @field_validator("webhook_url")
     @classmethod
     def _http(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is not None and not v.get_secret_value().startswith(("http://", "https://")):
-            raise ValueError("alerts.webhook_url must start with http:// or https://")
-        return v
+        return _http_only(v, "alerts.webhook_url")
 
 
 class Settings(BaseSettings):

@@ -33,7 +33,7 @@ CHUNK = 500
 def read_dead_letters(settings: Settings, timeout: float = 60.0) -> list[DeadLetter]:
     """Every committed dead letter on the topic (one that does not decode is logged, skipped)."""
     letters = []
-    for msg in read_to_end(settings, settings.topic("dead-letters"), timeout):
+    for msg in read_to_end(settings, settings.topic("dead-letters"), timeout=timeout):
         try:
             letters.append(DeadLetter.from_bytes(msg.value() or b""))
         except ValueError as exc:  # a client other than Driftway's wrote it
@@ -45,7 +45,7 @@ def read_dead_letters(settings: Settings, timeout: float = 60.0) -> list[DeadLet
 def read_marks(settings: Settings, timeout: float = 60.0) -> dict[str, ReplayMark]:
     """The replay marks, by their key (``source topic/partition/offset``): the latest of each."""
     marks: dict[str, ReplayMark] = {}
-    for msg in read_to_end(settings, settings.topic("dead-letter-replays"), timeout):
+    for msg in read_to_end(settings, settings.topic("dead-letter-replays"), timeout=timeout):
         key = (msg.key() or b"").decode(errors="replace")
         try:
             marks[key] = ReplayMark.from_bytes(msg.value() or b"")

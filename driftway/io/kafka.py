@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from confluent_kafka import (
@@ -139,21 +139,27 @@ def group_stable(settings: Settings, group: str) -> bool:
     return described.state == ConsumerGroupState.STABLE and bool(described.members)
 
 
-def read_to_end(settings: Settings, topic: str, timeout: float = 60.0) -> list[Message]:
-    """Every committed record of a topic, from its beginning to its end (as a read_committed
-    subscriber sees it now), in each partition's order; the consumer joins no group and
-    commits nothing. Raises TimeoutError when a partition's end is not reached in time."""
+def read_to_end(settings: Settings, topic: str, partitions: list[int] | None = None,
+                timeout: float = 60.0, purpose: str = "reader") -> Iterator[Message]:
+    """Every committed record of a topic's `partitions` (default: all), from their beginning to
+    their end as a read_committed subscriber sees it now, in each partition's order; the
+    consumer (group ``<app_id>-<purpose>-<random>``) joins no group and commits nothing.
+
+    It reads to librdkafka's end-of-partition event, sent for an empty partition too once its
+    leader is known (a topic just created may not have one yet). Raises TimeoutError when a
+    partition's end is not reached in time, KafkaException on a fatal error or a topic that
+    does not exist; other errors (the broker's, passing) are logged and read through."""
     consumer = Consumer({
         **client_config(settings),
-        "group.id": f"{settings.app_id}-reader-{uuid.uuid4().hex[:8]}",
+        "group.id": f"{settings.app_id}-{purpose}-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "enable.partition.eof": True,  # sent for an empty partition too
         "isolation.level": "read_committed",
     })
     try:
-        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        if partitions is None:
+            partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        out: list[Message] = []
         at_end: set[int] = set()
         deadline = time.monotonic() + timeout
         while len(at_end) < len(partitions):
@@ -161,14 +167,15 @@ def read_to_end(settings: Settings, topic: str, timeout: float = 60.0) -> list[M
                 missing = sorted(set(partitions) - at_end)
                 raise TimeoutError(f"reading {topic}: partitions {missing} not at their end "
                                    f"after {timeout:.0f}s")
-            for msg in consumer.consume(10_000, timeout=0.1):
+            for msg in consumer.consume(10_000, timeout=0.05):
                 error = msg.error()
                 if error is None:
-                    out.append(msg)
+                    yield msg
                 elif error.code() == KafkaError._PARTITION_EOF:
                     at_end.add(msg.partition())
                 elif error.fatal() or error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     raise KafkaException(error)
-        return out
+                else:
+                    log.warning("reading %s[%s]: %s", topic, msg.partition(), error)
     finally:
         consumer.close()

@@ -19,15 +19,12 @@ what served records did. On assignment, a partition's state is read back from it
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from driftway.io.kafka import client_config
+from driftway.io.kafka import read_to_end
 from driftway.settings import Settings
 
 _MISSING = object()
@@ -115,40 +112,13 @@ class Store(MutableMapping[str, Any]):
 
 def restore(settings: Settings, topic: str, partitions: list[int],
             timeout: float = 60.0) -> dict[int, Store]:
-    """Partitions' states read back from their changelog, up to its last committed record.
-
-    One consumer reads them all to librdkafka's end-of-partition event (sent for an empty one
-    too, once the partition's leader is known: a topic just created may not have one yet).
-    """
-    consumer = Consumer({
-        **client_config(settings),
-        "group.id": f"{settings.app_id}-restore-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "isolation.level": "read_committed",
-    })
+    """Partitions' states read back from their changelog, up to its last committed record
+    (one consumer reads them all: ``driftway.io.kafka.read_to_end``)."""
     data: dict[int, dict[str, Any]] = {p: {} for p in partitions}
-    at_end: set[int] = set()
-    deadline = time.monotonic() + timeout
-    try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        while len(at_end) < len(partitions):
-            if time.monotonic() > deadline:
-                missing = sorted(set(partitions) - at_end)
-                raise TimeoutError(f"restoring {topic}: partitions {missing} not at their end "
-                                   f"after {timeout:.0f}s")
-            for msg in consumer.consume(10_000, timeout=0.05):
-                error = msg.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        at_end.add(msg.partition())
-                        continue
-                    raise RuntimeError(f"restoring {topic}[{msg.partition()}]: {error}")
-                key = msg.key().decode()
-                if msg.value() is None:
-                    data[msg.partition()].pop(key, None)
-                else:
-                    data[msg.partition()][key] = _decode(msg.value())
-        return {p: Store(p, d) for p, d in data.items()}
-    finally:
-        consumer.close()
+    for msg in read_to_end(settings, topic, partitions, timeout, purpose="restore"):
+        key = msg.key().decode()
+        if msg.value() is None:
+            data[msg.partition()].pop(key, None)
+        else:
+            data[msg.partition()][key] = _decode(msg.value())
+    return {p: Store(p, d) for p, d in data.items()}
