@@ -18,12 +18,17 @@ its 0/1 error stream, the same for all:
 - ``river_adwin`` and ``river_ddm``: River's ``ADWIN()`` and ``DDM()``, defaults, every
   ``drift_detected`` an alarm.
 
-Data stream: ``driftway`` is the drift processor's ``DataDriftMonitor`` (built by
-``driftway.streams.drift.ModelMonitors`` from ``DriftSettings()``: KS test, windows of 1,000, a
-check every 250 events, 1 false alarm per 100,000 events budgeted), fed the features directly (the
-processor's 1,000-event warm-up and its ignore list do not matter here); ``river_adwin`` is
-one River ``ADWIN()`` per feature on the raw values, any of them alarming counts (alarms of
-several features at the same event count once).
+Data streams (``mean_shift``, ``variance_shift``, ``category_shift``): ``driftway`` is the drift
+processor's ``SequentialDriftMonitor`` (built by ``driftway.streams.drift.ModelMonitors`` from
+``DriftSettings()``: CUSUMs against a 1,000-event reference, run every 16 events, 1 false alarm
+per 100,000 events budgeted), fed the features directly (the processor's 1,000-event warm-up and
+its ignore list do not matter here); ``window_ks`` is the former monitor, ``DataDriftMonitor()``
+(KS / chi-square on 1,000-event windows every 250 events); ``river_adwin`` is one River
+``ADWIN()`` per feature on the raw values (per category of a one-hot group, on its 0/1
+indicator), any of them alarming counts (alarms of several features at the same event count
+once). ``theory`` is the delay ln(n_features * 1e5 / budget) / information per event: d^2 / 2
+nats for a mean shift of d sd, (r^2 - 1 - ln r^2) / 2 for an sd ratio r, sum q ln(q / p) for a
+category mix p -> q.
 
 Scoring, per change point ``c`` (the centre of a gradual switch of width ``w``): its window is
 [c - w, c + w/2 + tolerance) (at c - w, 1.8 % of the events are of the new concept; at
@@ -33,7 +38,8 @@ before its centre); no alarm in it is a miss; later alarms in it are repeats. Al
 every window are false alarms, per 100,000 events outside the windows.
 
 Cost: CPU time per update, amortised over a stationary stream, of the drift processor's
-``DataDriftMonitor.update`` (20 Gaussian features, built as above) and of the learner's
+``SequentialDriftMonitor.update`` and of the former ``DataDriftMonitor.update`` (20 Gaussian
+features, built as above) and of the learner's
 ``ConceptDriftDetector.update`` (a 10 % error stream), measured in this process after the streams.
 
 Prints tables and writes bench/results/drift-<timestamp>.json. See bench/README.md.
@@ -49,6 +55,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import itertools
+import math
 import os
 import random
 import statistics
@@ -61,16 +69,26 @@ from rich.progress import Progress
 from rich.table import Table
 from river import drift as river_drift
 
-from bench.drift_streams import CONCEPT_STREAMS, STREAMS, Stream, environment, make_stream
+from bench.drift_streams import (
+    CATEGORY_SHARES,
+    CONCEPT_STREAMS,
+    DATA_STREAMS,
+    SD_RATIOS,
+    SHIFTS,
+    STREAMS,
+    Stream,
+    environment,
+    make_stream,
+)
 from bench.record import save_record, start_record
-from driftway.logic.drift import ConceptDriftDetector
+from driftway.logic.drift import ConceptDriftDetector, DataDriftMonitor
 from driftway.logic.models import make_model
 from driftway.settings import DriftSettings
 from driftway.streams.drift import ModelMonitors
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CONCEPT_DETECTORS = ("driftway", "river_adwin", "river_ddm")
-DATA_DETECTORS = ("driftway", "river_adwin")
+DATA_DETECTORS = ("driftway", "window_ks", "river_adwin")
 STARTUP = 5_000  # false alarms in the first events are counted apart too: the model is learning
 
 console = Console(width=None if sys.stdout.isatty() else 180)
@@ -102,17 +120,20 @@ def watch_errors(errors: list[float]) -> dict[str, list[int]]:
 
 def watch_features(stream: Stream) -> tuple[dict[str, list[int]], dict[str, list[list[str]]]]:
     """Alarm positions of each data detector, and which features alarmed at each."""
-    monitor = ModelMonitors(DriftSettings()).data
+    monitors = {"driftway": ModelMonitors(DriftSettings()).data, "window_ks": DataDriftMonitor()}
     adwins: dict[str, Any] = {}
+    categories: dict[str, float] = {}  # one-hot names seen: ADWIN gets their 0s too
     alarms: dict[str, list[int]] = {name: [] for name in DATA_DETECTORS}
     features: dict[str, list[list[str]]] = {name: [] for name in DATA_DETECTORS}
     for t, (x, _y) in enumerate(stream.events):
-        found = monitor.update(x)
-        if found:
-            alarms["driftway"].append(t)
-            features["driftway"].append(sorted(str(a.feature) for a in found))
+        for det, monitor in monitors.items():
+            found = monitor.update(x)
+            if found:
+                alarms[det].append(t)
+                features[det].append(sorted(str(a.feature) for a in found))
         alarmed = []
-        for name, value in x.items():
+        categories.update((k, 0.0) for k in x if "=" in k)
+        for name, value in {**categories, **x}.items():
             detector = adwins.get(name)
             if detector is None:
                 detector = adwins[name] = river_drift.ADWIN()
@@ -138,12 +159,18 @@ def per_update_cost(data_events: int = 20_000, concept_events: int = 100_000,
     for row in rows:
         monitor.update(row)
     data_us = (time.process_time() - started) / data_events * 1e6
+    window = DataDriftMonitor()
+    started = time.process_time()
+    for row in rows:
+        window.update(row)
+    window_us = (time.process_time() - started) / data_events * 1e6
     detector = concept_detector(settings)
     started = time.process_time()
     for e in errors:
         detector.update(e)
     concept_us = (time.process_time() - started) / concept_events * 1e6
-    return {"data_monitor_update_us": data_us, "data_features": len(names),
+    return {"data_monitor_update_us": data_us, "window_monitor_update_us": window_us,
+            "data_features": len(names),
             "data_events": data_events, "concept_detector_update_us": concept_us,
             "concept_detector": settings.concept_detector, "concept_events": concept_events}
 
@@ -153,6 +180,7 @@ def run(name: str, seed: int, every: int, stationary: bool, width: int) -> dict[
     started = time.perf_counter()
     stream = make_stream(name, seed, every, stationary=stationary, width=width)
     out: dict[str, Any] = {"stream": name, "seed": seed, "stationary": stationary,
+                           "features": sorted(stream.events[0][0]),
                            "n": len(stream.events), "changes": list(stream.changes),
                            "width": stream.width, "model": stream.model, "detail": stream.detail}
     if stream.kind == "data":
@@ -209,7 +237,7 @@ def summarise(runs: list[dict[str, Any]], tolerance: int) -> list[dict[str, Any]
     """Per stream and detector, over all seeds: the figures of the tables."""
     rows = []
     for name in STREAMS:
-        detectors = DATA_DETECTORS if name == "mean_shift" else CONCEPT_DETECTORS
+        detectors = DATA_DETECTORS if name in DATA_STREAMS else CONCEPT_DETECTORS
         changing = [r for r in runs if r["stream"] == name and not r["stationary"]]
         still = [r for r in runs if r["stream"] == name and r["stationary"]]
         if not changing and not still:
@@ -244,7 +272,36 @@ def summarise(runs: list[dict[str, Any]], tolerance: int) -> list[dict[str, Any]
                      if any(d is not None for d in ds) else None}
                     for ds in per_change],
             })
+        if name in DATA_STREAMS and changing:
+            rows.append(theory_row(name, changing[0]))
     return rows
+
+
+def information(name: str) -> list[float]:
+    """Kullback-Leibler information per event (nats) of each change of a data stream: a mean
+    shift of d sd, d^2 / 2; an sd ratio r, (r^2 - 1 - ln r^2) / 2; a category mix p -> q,
+    sum q ln(q / p)."""
+    if name == "mean_shift":
+        return [d * d / 2 for d in SHIFTS]
+    if name == "variance_shift":
+        return [(r * r - 1 - math.log(r * r)) / 2 for r in SD_RATIOS]
+    return [sum(b * math.log(b / a) for a, b in zip(p, q, strict=True))
+            for p, q in itertools.pairwise(CATEGORY_SHARES)]
+
+
+def theory_row(name: str, run: dict[str, Any]) -> dict[str, Any]:
+    """The theoretical delay of each change: ln(in-control run length) / information, with one
+    false alarm per 100,000 / budget events over all features (run length n_features * 1e5 /
+    budget per feature)."""
+    n_features = len({k.partition("=")[0] for k in run["features"]})
+    log_arl = math.log(n_features * 1e5 / DriftSettings().false_alarms_per_100k)
+    delays = [log_arl / i for i in information(name)]
+    return {"stream": name, "detector": "theory", "seeds": 0, "changes": len(delays),
+            "detected": len(delays), "missed": 0, "delay_mean": statistics.fmean(delays),
+            "delay_median": statistics.median(delays), "repeats_per_change": None,
+            "false_alarms": 0, "false_at_startup": 0, "false_per_100k": None,
+            "stationary_alarms": 0, "stationary_at_startup": 0, "stationary_per_100k": None,
+            "per_change": [{"detected": 1, "of": 1, "delay_mean": d} for d in delays]}
 
 
 def f(value: float | None, digits: int = 0) -> str:
@@ -288,8 +345,10 @@ def print_report(r: dict[str, Any]) -> None:
     c = r["per_update_us"]
     t = Table("update", "CPU time per update", title="Per-update cost (amortised, this process)",
               title_justify="left")
-    t.add_row(f"DataDriftMonitor.update, {c['data_features']} features "
+    t.add_row(f"SequentialDriftMonitor.update (driftway), {c['data_features']} features "
               f"({c['data_events']:,} updates)", f"{c['data_monitor_update_us']:.1f} µs")
+    t.add_row(f"DataDriftMonitor.update (window_ks), {c['data_features']} features "
+              f"({c['data_events']:,} updates)", f"{c['window_monitor_update_us']:.1f} µs")
     t.add_row(f"ConceptDriftDetector.update, {c['concept_detector']} "
               f"({c['concept_events']:,} updates)", f"{c['concept_detector_update_us']:.2f} µs")
     console.print(t)
@@ -329,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment(),
     }
     # The slowest streams (Agrawal's generator, the Hoeffding tree) first: better packing.
-    order = {"agrawal": 0, "mean_shift": 1, "hyperplane": 2, "sea": 3}
+    order = {"agrawal": 0, "mean_shift": 1, "variance_shift": 1, "category_shift": 1,
+             "hyperplane": 2, "sea": 3}
     jobs = sorted(((name, seed, stationary) for name in args.streams
                    for seed in range(args.seeds)
                    for stationary in ((False,) if args.no_stationary else (False, True))),

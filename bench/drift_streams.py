@@ -14,6 +14,9 @@ model within one, see exactly the same events.
   ConceptDriftStream sigmoid; ``c`` is the centre, where half the events are new. River's own
   ``mag_change`` drift is continuous (the hyperplane turns a little at every event), so it has
   no change point a detector could be scored against; a gradual switch has one, and a width.
+- ``variance_shift``: the same, with the sd of one feature multiplied by 2, then 1.5, then
+  1.25; ``category_shift``: 10 such features and a one-hot ``city`` of 4 categories whose
+  shares go 0.4/0.3/0.2/0.1 → 0.3/0.3/0.2/0.2 → 0.3/0.25/0.25/0.2 → uniform. Data drift only.
 - ``mean_shift``: 20 independent standard Gaussian features and no labels; at each change point
   one feature (a different one each time, chosen by the seed) shifts its mean by 1.0, then 0.5,
   then 0.25 standard deviations, and stays there. Data drift only.
@@ -62,7 +65,11 @@ GAUSSIAN_FEATURES = 20
 MODEL = {"sea": "logistic_regression", "agrawal": "hoeffding_tree",
          "hyperplane": "logistic_regression"}
 CONCEPT_STREAMS = tuple(MODEL)
-STREAMS = (*CONCEPT_STREAMS, "mean_shift")
+DATA_STREAMS = ("mean_shift", "variance_shift", "category_shift")
+STREAMS = (*CONCEPT_STREAMS, *DATA_STREAMS)
+SD_RATIOS = (2.0, 1.5, 1.25)  # sd changes of the variance_shift stream
+CATEGORY_SHARES = ((0.4, 0.3, 0.2, 0.1), (0.3, 0.3, 0.2, 0.2), (0.3, 0.25, 0.25, 0.2),
+                   (0.25, 0.25, 0.25, 0.25))  # the category_shift stream's mixes, per concept
 
 Event = tuple[dict, bool | None]
 
@@ -92,8 +99,8 @@ def make_stream(name: str, seed: int, every: int = EVERY, stationary: bool = Fal
         raise ValueError(f"unknown stream {name!r}; choose one of {', '.join(STREAMS)}")
     n = CONCEPTS * every
     changes = () if stationary else tuple(every * k for k in range(1, CONCEPTS))
-    if name == "mean_shift":
-        return _mean_shift(seed, n, changes)
+    if name in DATA_STREAMS:
+        return _data_stream(name, seed, n, changes)
     base = 1000 * seed  # each concept's generator gets its own seed: base + concept
     if name == "sea":
         concepts = [iter(synth.SEA(variant=v, noise=0.1, seed=base + k))
@@ -132,21 +139,36 @@ def _switch(concepts: list[Iterator], changes: tuple[int, ...], width: int, n: i
         yield next(concepts[k])
 
 
-def _mean_shift(seed: int, n: int, changes: tuple[int, ...]) -> Stream:
+def _data_stream(name: str, seed: int, n: int, changes: tuple[int, ...]) -> Stream:
+    """20 N(0, 1) features; one (per change, chosen by the seed) shifts its mean by SHIFTS or its
+    sd by SD_RATIOS; or 10 of them and a city whose mix goes through CATEGORY_SHARES."""
     rng = np.random.default_rng(seed)
-    values = rng.standard_normal((n, GAUSSIAN_FEATURES))
-    shifted = rng.choice(GAUSSIAN_FEATURES, size=len(SHIFTS), replace=False)
-    for c, feature, shift in zip(changes, shifted, SHIFTS, strict=False):
-        values[c:, feature] += shift
-    names = [f"x{j:02d}" for j in range(GAUSSIAN_FEATURES)]
-    events: list[Event] = [(dict(zip(names, row, strict=True)), None) for row in values.tolist()]
-    if changes:
-        detail = (f"{GAUSSIAN_FEATURES} N(0, 1) features; mean shifts of "
-                  + ", ".join(f"{s} sd in {names[f]}" for f, s in zip(shifted, SHIFTS,
-                                                                          strict=True)))
+    width = GAUSSIAN_FEATURES // 2 if name == "category_shift" else GAUSSIAN_FEATURES
+    values = rng.standard_normal((n, width))
+    names = [f"x{j:02d}" for j in range(width)]
+    chosen = rng.choice(width, size=len(SHIFTS), replace=False)
+    bounds = (0, *changes, n)
+    if name == "mean_shift":
+        for c, feature, shift in zip(changes, chosen, SHIFTS, strict=False):
+            values[c:, feature] += shift
+        what = ", ".join(f"mean +{s} sd in {names[f]}" for f, s in zip(chosen, SHIFTS, strict=True))
+    elif name == "variance_shift":
+        for c, feature, ratio in zip(changes, chosen, SD_RATIOS, strict=False):
+            values[c:, feature] *= ratio
+        what = ", ".join(f"sd x{r} in {names[f]}" for f, r in zip(chosen, SD_RATIOS, strict=True))
     else:
-        detail = f"{GAUSSIAN_FEATURES} N(0, 1) features, no change ({n:,} events)"
-    return Stream("mean_shift", "data", seed, events, changes, 0, None, detail)
+        what = "city shares " + " → ".join("/".join(f"{p:g}" for p in shares)
+                                          for shares in CATEGORY_SHARES)
+    events: list[Event] = [(dict(zip(names, row, strict=True)), None) for row in values.tolist()]
+    if name == "category_shift":
+        for k in range(len(bounds) - 1):
+            cities = rng.choice(4, size=bounds[k + 1] - bounds[k], p=CATEGORY_SHARES[k])
+            for t, c in zip(range(bounds[k], bounds[k + 1]), cities.tolist(), strict=True):
+                events[t][0][f"city={'abcd'[c]}"] = 1.0
+    detail = (f"{width} N(0, 1) features" + (" and a 4-way city" if name == "category_shift"
+                                              else "")
+              + (f"; {what}" if changes else f", no change ({n:,} events)"))
+    return Stream(name, "data", seed, events, changes, 0, None, detail)
 
 
 def environment() -> dict[str, object]:

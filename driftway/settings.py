@@ -280,18 +280,22 @@ class DriftSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     data_window: int = Field(
-        1_000, ge=50, description="Reference and current window of the per-feature tests.")
-    data_check_every: int = Field(
-        250, ge=1, description="Events between two rounds of per-feature tests.")
+        1_000, ge=50, description="First reference of each feature's sequential tests (it then "
+        "grows with older values, up to 16 times this).")
     data_warmup: int = Field(
         1_000, ge=0, description="Events skipped before the reference window fills (start-up "
         "transients, such as every entity being new, are not the reference).")
+    data_batch: int = Field(
+        16, ge=1, description="Events buffered between two runs of the sequential (CUSUM) tests.")
+    prediction_warmup: int = Field(
+        2_000, ge=0, description="Events of one champion skipped before its prediction-drift "
+        "reference starts (a champion still learning its first concept changes its answers).")
     ignore_features: list[str] = Field(
-        default_factory=lambda: ["entity.events"],
+        default_factory=lambda: ["entity.*"],
         description="Features not watched for data drift (shell patterns). entity.events counts "
-        "each entity's events, so it grows by construction.")
-    numeric_test: Literal["ks", "psi"] = Field(
-        "ks", description="Two-sample test of numeric features: Kolmogorov-Smirnov or PSI.")
+        "each entity's events and entity.seconds_since_last moves as the share of new entities "
+        "falls: non-stationary by construction. Numeric features whose reference trends (a "
+        "timestamp sent as a number) are recognised and not watched either.")
     false_alarms_per_100k: float = Field(
         1.0, gt=0, description="False-alarm budget of data and prediction drift: expected "
         "false alarms per 100,000 events over all features together.")

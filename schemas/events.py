@@ -527,6 +527,18 @@ class DriftEvent(Record):
     offset: int | None = None
     change_point: int | None = None
     detail: str = ""
+    # What moved (sequential data and prediction drift; empty for older records and concept
+    # drift): direction, mean and sd before (reference) and after (change point to detection)
+    # or category shares, and the other features ranked by standardised shift since the change.
+    direction: str | None = None
+    before_mean: float | None = None
+    before_sd: float | None = None
+    after_mean: float | None = None
+    after_sd: float | None = None
+    shares_before: dict[str, float] = Field(default_factory=dict)
+    shares_after: dict[str, float] = Field(default_factory=dict)
+    moved_features: list[str] = Field(default_factory=list)
+    moved_shifts: list[float] = Field(default_factory=list)
 
 
 class Metric(Record):

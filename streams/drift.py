@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import replace
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
 from driftway.io.runtime import Incoming, Out, run_processor
-from driftway.logic.drift import Alarm, DataDriftMonitor
+from driftway.logic.drift import Alarm
+from driftway.logic.sequential import SequentialDriftMonitor
 from driftway.schemas.events import DriftEvent, Served, label_text
 from driftway.settings import DriftSettings, Settings
 
@@ -52,6 +54,39 @@ def prediction_features(served: Served) -> dict[str, float]:
     return {"score": float(score), f"prediction={label_text(output.prediction)}": 1.0}
 
 
+def shifted(alarm: Alarm, by: int) -> Alarm:
+    """The alarm with its positions moved ``by`` updates later."""
+    return replace(alarm, index=alarm.index + by, change_point=alarm.change_point + by)
+
+
+def describe(alarm: Alarm, began: str | None) -> str:
+    """A readable sentence: what moved, how far, since when, and what else moved.
+
+    >>> a = Alarm("data", "cusum", "amount", 15.0, 14.0, 1200, 1100, direction="up",
+    ...           before=(10.2, 3.1), after=(14.8, 3.0), moved=(("age", 0.4),))
+    >>> describe(a, "e1100").split("; ")  # doctest: +NORMALIZE_WHITESPACE
+    ['amount rose from mean 10.2 (sd 3.1) to 14.8 (sd 3) since event e1100,
+      100 events before detection', 'also moved: age (0.4 sd)']
+    """
+    since = (f"since event {began}, " if began else "") + \
+        f"{alarm.index - alarm.change_point} events before detection"
+    if alarm.before and alarm.after:
+        (m0, s0), (m1, s1) = alarm.before, alarm.after
+        verb = {"up": "rose", "down": "fell", "sd up": "spread out",
+                "sd down": "narrowed"}.get(alarm.direction or "", "changed")
+        what = f"{alarm.feature} {verb} from mean {m0:.3g} (sd {s0:.3g}) to {m1:.3g} (sd {s1:.3g})"
+    elif alarm.shares_before and alarm.shares_after:
+        moves = sorted(alarm.shares_after, key=lambda c: -abs(
+            alarm.shares_after[c] - alarm.shares_before.get(c, 0.0)))[:3]  # type: ignore[index]
+        what = f"{alarm.feature}: {alarm.direction}; shares " + ", ".join(
+            f"{c} {alarm.shares_before.get(c, 0.0):.1%} -> {alarm.shares_after[c]:.1%}"
+            for c in moves)
+    else:
+        what = f"{alarm.feature} changed"
+    also = ", ".join(f"{f} ({m:.2g} sd)" for f, m in alarm.moved)
+    return f"{what} {since}" + (f"; also moved: {also}" if also else "")
+
+
 class ModelMonitors:
     """The data and prediction monitors of one model, and where recent events came from.
 
@@ -65,16 +100,17 @@ class ModelMonitors:
         self.data = self._monitor("data")
         self.prediction = self._monitor("prediction")
         self.champion: str | None = None
+        self.champion_n = 0  # events served by the current champion
         self.n = 0
+        self.unwatched: set[str] = set()  # trending features already logged
         # (partition, offset, event id) of the last events: to name where a change began.
         self.recent: deque[tuple[int, int, str]] = deque(maxlen=4 * settings.data_window)
 
-    def _monitor(self, kind: str) -> DataDriftMonitor:
+    def _monitor(self, kind: str) -> SequentialDriftMonitor:
         s = self.settings
-        return DataDriftMonitor(kind=kind, window=s.data_window,  # type: ignore[arg-type]
-                                check_every=s.data_check_every,
-                                false_alarms_per_100k=s.false_alarms_per_100k,
-                                numeric_test=s.numeric_test)
+        return SequentialDriftMonitor(kind=kind,  # type: ignore[arg-type]
+                                      reference=s.data_window, batch=s.data_batch,
+                                      false_alarms_per_100k=s.false_alarms_per_100k)
 
     def watched(self, features: dict[str, float]) -> dict[str, float]:
         ignore = self.settings.ignore_features
@@ -87,10 +123,20 @@ class ModelMonitors:
         if self.n <= self.settings.data_warmup:
             return []
         if served.champion != self.champion:
-            self.champion = served.champion
+            self.champion, self.champion_n = served.champion, 0
             self.prediction = self._monitor("prediction")
-        return [*self.data.update(self.watched(served.features)),
-                *self.prediction.update(prediction_features(served))]
+        self.champion_n += 1
+        # Monitor positions count that monitor's updates: alarms get this stream's positions.
+        alarms = [shifted(a, self.settings.data_warmup)
+                  for a in self.data.update(self.watched(served.features))]
+        for name in set(self.data.unwatched) - self.unwatched:
+            log.info("data drift: %s trends in its reference (non-stationary), not watched", name)
+            self.unwatched.add(name)
+        if self.champion_n > self.settings.prediction_warmup:
+            before = self.n - self.prediction.n - 1  # updates before the prediction monitor's
+            alarms += [shifted(a, before)
+                       for a in self.prediction.update(prediction_features(served))]
+        return alarms
 
     def where(self, index: int) -> tuple[int, int, str] | None:
         """Partition, offset and event id of the index-th event, if still remembered."""
@@ -131,9 +177,15 @@ class DriftWatch:
                 statistic=alarm.statistic, threshold=alarm.threshold, p_value=alarm.p_value,
                 event_id=served.event_id, source=self.topic, partition=record.partition,
                 offset=record.offset, change_point=began[1] if began else None,
-                detail=(f"change estimated to begin near event {began[2]} (partition "
-                        f"{began[0]}), {alarm.index - alarm.change_point} events before "
-                        "detection" if began else ""))
+                direction=alarm.direction,
+                before_mean=alarm.before[0] if alarm.before else None,
+                before_sd=alarm.before[1] if alarm.before else None,
+                after_mean=alarm.after[0] if alarm.after else None,
+                after_sd=alarm.after[1] if alarm.after else None,
+                shares_before=alarm.shares_before or {}, shares_after=alarm.shares_after or {},
+                moved_features=[f for f, _ in alarm.moved],
+                moved_shifts=[m for _, m in alarm.moved],
+                detail=describe(alarm, began[2] if began else None))
             self.alarms += 1
             log.info("%s drift on %s (%s)", event.kind, event.feature, event.detector)
             out.append(Out("drift", event.model, event.to_bytes()))

@@ -243,7 +243,9 @@ def feedback_row(f: FeedbackOutcome) -> list[Any]:
 
 def drift_row(d: DriftEvent) -> list[Any]:
     return [d.ts, d.kind, d.detector, d.model, d.version, d.feature, d.statistic, d.threshold,
-            d.p_value, d.event_id, d.source, d.partition, d.offset, d.change_point, d.detail]
+            d.p_value, d.event_id, d.source, d.partition, d.offset, d.change_point, d.detail,
+            d.direction, d.before_mean, d.before_sd, d.after_mean, d.after_sd, d.shares_before,
+            d.shares_after, d.moved_features, d.moved_shifts]
 
 
 @dataclass(frozen=True)
@@ -297,7 +299,8 @@ ROWS: dict[str, TableSpec] = {spec.table: spec for spec in (
     TableSpec("drift_events", DriftEvent, drift_row,
               ("ts", "kind", "detector", "model", "version", "feature", "statistic", "threshold",
                "p_value", "event_id", "source", "source_partition", "source_offset",
-               "change_point", "detail")),
+               "change_point", "detail", "direction", "before_mean", "before_sd", "after_mean",
+               "after_sd", "shares_before", "shares_after", "moved_features", "moved_shifts")),
 )}
 
 #: Every topic the topology lands in a table, with its table, in the topology's order.

@@ -60,6 +60,15 @@ class Alarm:
     index: int
     change_point: int
     p_value: float | None = None
+    # What moved (sequential data drift): "up"/"down"/"sd up"/"sd down", or "<category> gained/
+    # lost"; mean and sd before (the reference) and after (change point to detection), or the
+    # category shares; the other features ranked by their standardised shift since change_point.
+    direction: str | None = None
+    before: tuple[float, float] | None = None
+    after: tuple[float, float] | None = None
+    shares_before: dict[str, float] | None = None
+    shares_after: dict[str, float] | None = None
+    moved: tuple[tuple[str, float], ...] = ()
 
 
 def make_detector(name: str, params: dict | None = None) -> Any:

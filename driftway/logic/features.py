@@ -13,17 +13,42 @@ processor keeps it in a changelog-backed table), and yields two aggregate featur
 {'amount': 3.0, 'city=Oslo': 1.0, 'vip': 1.0,
  'entity.events': 1.0, 'entity.seconds_since_last': 0.0}
 >>> state
-{'n': 1, 'last_ts': 1.0}
+{'n': 1, 'last_us': 1000000}
+
+Time differences are exact: ``last_us`` is integer microseconds since the epoch (a state written
+before, with ``last_ts`` in float seconds, is read too).
 """
 
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from driftway.schemas.events import FeatureVector, RawEvent
 
 EntityState = dict[str, Any]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def epoch_us(ts: datetime) -> int:
+    """A timestamp as integer microseconds since the epoch, exactly (no float rounding).
+
+    >>> epoch_us(datetime(2026, 1, 1, 0, 0, 0, 7, tzinfo=UTC)) % 1_000_000
+    7
+    """
+    return (ts - EPOCH) // MICROSECOND
+
+
+def _last_us(state: EntityState | None) -> int | None:
+    """The entity's last event time in microseconds, from the new or the old state format."""
+    if not state:
+        return None
+    if state.get("last_us") is not None:
+        return int(state["last_us"])
+    last_ts = state.get("last_ts")  # the old format: float epoch seconds
+    return None if last_ts is None else round(last_ts * 1_000_000)
 
 
 def event_features(data: dict[str, Any]) -> dict[str, float]:
@@ -45,12 +70,13 @@ def featurize(
     event: RawEvent, state: EntityState | None, received_at: float
 ) -> tuple[FeatureVector, EntityState]:
     """One raw event and its entity's state → its feature vector and the entity's new state."""
-    ts = event.ts.timestamp()
+    ts = epoch_us(event.ts)
     features = event_features(event.data)
     n = (state or {}).get("n", 0) + 1
-    last = (state or {}).get("last_ts")
+    last = _last_us(state)
     features["entity.events"] = float(n)
-    features["entity.seconds_since_last"] = max(0.0, ts - last) if last is not None else 0.0
+    features["entity.seconds_since_last"] = (max(0, ts - last) / 1_000_000
+                                             if last is not None else 0.0)
     vector = FeatureVector(
         event_id=event.event_id,
         entity_id=event.entity_id,
@@ -58,4 +84,4 @@ def featurize(
         features=features,
         received_at=received_at,
     )
-    return vector, {"n": n, "last_ts": ts if last is None else max(ts, last)}
+    return vector, {"n": n, "last_us": ts if last is None else max(ts, last)}

@@ -220,3 +220,15 @@ CREATE TABLE IF NOT EXISTS {db}.drift_events
 ENGINE = ReplacingMergeTree
 ORDER BY (_partition, _offset)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- What moved (sequential drift); older rows get the defaults.
+ALTER TABLE {db}.drift_events
+    ADD COLUMN IF NOT EXISTS direction Nullable(String) AFTER detail,
+    ADD COLUMN IF NOT EXISTS before_mean Nullable(Float64) AFTER direction,
+    ADD COLUMN IF NOT EXISTS before_sd Nullable(Float64) AFTER before_mean,
+    ADD COLUMN IF NOT EXISTS after_mean Nullable(Float64) AFTER before_sd,
+    ADD COLUMN IF NOT EXISTS after_sd Nullable(Float64) AFTER after_mean,
+    ADD COLUMN IF NOT EXISTS shares_before Map(String, Float64) AFTER after_sd,
+    ADD COLUMN IF NOT EXISTS shares_after Map(String, Float64) AFTER shares_before,
+    ADD COLUMN IF NOT EXISTS moved_features Array(String) AFTER shares_after,
+    ADD COLUMN IF NOT EXISTS moved_shifts Array(Float64) AFTER moved_features;

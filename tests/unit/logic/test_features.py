@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 from driftway.logic.features import event_features, featurize
 from driftway.schemas.events import RawEvent
 
@@ -21,8 +19,8 @@ def test_entity_aggregates_follow_the_entity() -> None:
     v2, state = featurize(e2, state, received_at=0.0)
     assert v1.features["entity.events"] == 1.0
     assert v2.features["entity.events"] == 2.0
-    assert v2.features["entity.seconds_since_last"] == pytest.approx(3.5)
-    assert state == {"n": 2, "last_ts": 13.5}
+    assert v2.features["entity.seconds_since_last"] == 3.5
+    assert state == {"n": 2, "last_us": 13_500_000}
     assert v2.feature_set == "fs1"
 
 
@@ -30,5 +28,21 @@ def test_out_of_order_event_does_not_move_last_seen_back() -> None:
     late = RawEvent(event_id="3", entity_id="u", ts=5_000, data={})
     vector, state = featurize(late, {"n": 2, "last_ts": 13.5}, received_at=0.0)
     assert vector.features["entity.seconds_since_last"] == 0.0
-    assert state["last_ts"] == 13.5
+    assert state["last_us"] == 13_500_000
+
+
+def test_time_differences_are_exact_and_the_old_state_format_is_read() -> None:
+    # Epoch seconds near 1.7e9 as floats round to ~0.2 us; microsecond integers do not.
+    base = 1_767_225_600_000  # ms
+    for step_ms in (1, 7, 333):
+        a = RawEvent(event_id="a", entity_id="u", ts=base, data={})
+        b = RawEvent(event_id="b", entity_id="u", ts=base + step_ms, data={})
+        _, state = featurize(a, None, received_at=0.0)
+        vector, _ = featurize(b, state, received_at=0.0)
+        assert vector.features["entity.seconds_since_last"] == step_ms / 1000
+    old = {"n": 1, "last_ts": base / 1000}  # written before, in float seconds
+    vector, state = featurize(RawEvent(event_id="c", entity_id="u", ts=base + 250, data={}), old,
+                              received_at=0.0)
+    assert vector.features["entity.seconds_since_last"] == 0.25
+    assert state == {"n": 2, "last_us": (base + 250) * 1000}
 
