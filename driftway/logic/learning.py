@@ -325,8 +325,11 @@ class Learner:
         if not is_champion:
             return
         self._publish_line(line, offset, f"drift: {alarm.detector} at offset {offset}", result)
-        if self.policy_settings.enabled and self.policy.on_champion_drift(offset):
-            self._start_challenger(line, offset, change_offset, alarm.detector, result)
+        if not self.policy_settings.enabled:
+            return
+        if self.policy.on_champion_drift(offset) == "restart_challenger":
+            self._drop_judged(offset, change_offset, alarm.detector, result)
+        self._start_challenger(line, offset, change_offset, alarm.detector, result)
 
     # -- policy actions -----------------------------------------------------------------------
 
@@ -353,6 +356,23 @@ class Learner:
         self._deploy(next_deployment(self.deployment, self.model_name, "shadow", meta.version,
                                      by="policy", reason=meta.reason), result)
         self.policy.challenger_started(champion.id, line.id)
+
+    def _drop_judged(self, offset: int, change_offset: int, detector: str,
+                     result: StepResult) -> None:
+        """The champion drifted while a shadow was judged against it: drop that shadow (the
+        challenger, or on probation the predecessor) and step the policy back to steady."""
+        state = self.policy.state
+        judged = next((ln for ln in self.lines if ln.id == self.policy.candidate), None)
+        self.policy.reset()
+        if judged is None or self.deployment is None \
+                or judged.slot not in self.deployment.shadows:
+            return
+        role = "challenger" if state == "challenging" else "predecessor on probation"
+        self._deploy(next_deployment(
+            self.deployment, self.model_name, "unshadow", judged.slot, by="policy",
+            reason=f"champion drifted again ({detector} at offset {offset}) while its {role} "
+                   f"{judged.slot[:12]} was judged: dropped, a challenger starts from offset "
+                   f"{change_offset}"), result)
 
     def _decide(self, decision: Decision, offset: int, result: StepResult) -> None:
         by_id = {line.id: line for line in self.lines}

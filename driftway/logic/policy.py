@@ -3,7 +3,9 @@
 Pure state machine, driven by the learner in the training topic's order:
 
 - **steady** — the champion serves. Concept drift on the champion starts a challenger (trained on
-  the examples since the estimated change point), deployed as a shadow.
+  the examples since the estimated change point), deployed as a shadow. Drift on the champion
+  while a challenger or a predecessor is judged drops that shadow and starts a new challenger
+  from the new change point.
 - **challenging** — champion and challenger answer the same events; each label gives a paired loss
   difference d = loss(champion) − loss(challenger). At every ``min_labels`` pairs (look k = 1, 2,
   …) a one-sided paired z-test asks whether mean(d) > 0 at level α/2^k, so the chance of a false
@@ -112,9 +114,15 @@ class Policy:
         self.state, self.incumbent, self.candidate = "steady", None, None
         self._test, self._look = PairedTest(), 0
 
-    def on_champion_drift(self, offset: int) -> Literal["start_challenger"] | None:
-        """Concept drift on the champion: start a challenger, unless one is being judged."""
-        return "start_challenger" if self.state == "steady" else None
+    def on_champion_drift(self, offset: int
+                          ) -> Literal["start_challenger", "restart_challenger"]:
+        """Concept drift on the champion: start a challenger — or, while one is judged, start
+        again: during a challenge the champion drifted anew, so a challenger trained from the
+        earlier change point learned a mix of concepts; on probation the promoted version
+        itself degrades, so its predecessor (an older concept still) is no reference. The
+        learner drops the shadow being judged (``candidate``), calls ``reset`` and starts a
+        challenger from the new change point."""
+        return "start_challenger" if self.state == "steady" else "restart_challenger"
 
     def challenger_started(self, champion: int, challenger: int) -> None:
         self.state, self.incumbent, self.candidate = "challenging", champion, challenger

@@ -149,3 +149,43 @@ def test_regressors_get_error_metrics(tmp_path) -> None:
         metrics += learner.step(i, example).metrics
     assert {(m.metric, m.value) for m in metrics if m.examples == 20} == {
         ("mae", 1.0), ("rmse", 1.0)}
+
+
+class AlarmAt:
+    """A concept detector that alarms at the given updates (what the policy does with an alarm
+    is under test here; when a real detector alarms is drift's test)."""
+
+    def __init__(self, *at: int) -> None:
+        self.at, self.n = set(at), 0
+
+    def update(self, error: float):
+        from driftway.logic.drift import Alarm
+        self.n += 1
+        if self.n not in self.at:
+            return None
+        return Alarm("concept", "adwin", None, 0.3, 0.002, self.n, self.n - 20)
+
+
+def test_drift_on_the_champion_while_its_challenger_is_judged_starts_a_new_challenger(
+        tmp_path) -> None:
+    from driftway.logic.offline import OfflineLoop
+
+    s = settings(tmp_path, publish_every=10_000)
+    s = s.model_copy(update={"policy": s.policy.model_copy(update={"min_labels": 10_000})})
+    loop = OfflineLoop(s)
+    rng = random.Random(3)
+    stream = [({"a": rng.gauss(0, 1)}, bool(i % 2)) for i in range(900)]
+    loop.learner.champion.detector = AlarmAt(300, 700)  # type: ignore[union-attr]
+    deployments = []
+    for step in loop.run(stream):
+        deployments += [d for d in step.result.deployments if d.by == "policy"]
+    first, dropped, second = deployments
+    assert first.action == "shadow" and first.by == "policy"
+    challenger = first.shadows[-1]
+    # The champion drifted again before the test could decide: its challenger goes, a new one
+    # starts from the new change point.
+    assert dropped.action == "unshadow" and challenger not in dropped.shadows
+    assert "champion drifted again" in dropped.reason and "challenger" in dropped.reason
+    assert second.action == "shadow" and second.shadows[-1] != challenger
+    assert loop.learner.policy.state == "challenging"
+    assert loop.learner.policy.candidate == loop.learner.line_of(second.shadows[-1]).id

@@ -58,7 +58,6 @@ def test_paired_test_edge_cases() -> None:
 
 def test_a_better_challenger_is_promoted_at_a_look_then_judged_on_probation() -> None:
     policy = challenging(alpha=0.01, min_labels=200, max_looks=5)
-    assert policy.on_champion_drift(offset=5) is None  # one challenger at a time
     promote = decide(policy, random.Random(0), old_rate=0.4, new_rate=0.1, n=1000)
     assert promote is not None
     assert (promote.action, promote.incumbent, promote.candidate) == ("promote", OLD, NEW)
@@ -117,3 +116,12 @@ def test_false_promotions_stay_below_alpha_over_all_looks() -> None:
         assert decision is not None  # promoted, or dropped at the last look
         promoted += decision.action == "promote"
     assert promoted / runs < alpha
+
+
+def test_drift_on_the_champion_while_a_shadow_is_judged_starts_again() -> None:
+    policy = challenging(alpha=0.01, min_labels=200, max_looks=5)
+    assert policy.on_champion_drift(offset=5) == "restart_challenger"
+    policy.promoted()
+    assert policy.on_champion_drift(offset=9) == "restart_challenger"
+    policy.reset()
+    assert policy.on_champion_drift(offset=12) == "start_challenger"
