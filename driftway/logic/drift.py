@@ -265,7 +265,58 @@ def _chi2(col: _Column, codes: np.ndarray, alpha: float, min_count: int
     return x2, float(special.chdtri(df, alpha)), float(special.chdtrc(df, x2))
 
 
-class DataDriftMonitor:
+class FeatureRouter:
+    """Routes each event's features into per-feature pending buffers, in stream order.
+
+    A numeric feature's values, and a one-hot group's (``field=value`` names with a truthy
+    value, grouped by ``field``) category codes, are appended with their stream positions to the
+    buffers of one per-feature object (made by ``_new``); every ``every`` updates ``_check``
+    runs on them. Per update it is list appends. The data-drift monitors build on it.
+    """
+
+    every = 1
+
+    def __init__(self) -> None:
+        self.n = 0  # updates so far
+        self._features: dict[tuple[bool, str], Any] = {}
+        # feature name -> (pending values, pending positions, category code or None if numeric)
+        self._routes: dict[str, tuple[list, list, float | None]] = {}
+
+    def _new(self, name: str, categorical: bool) -> Any:
+        raise NotImplementedError
+
+    def _check(self) -> list[Alarm]:
+        raise NotImplementedError
+
+    def update(self, features: dict[str, float]) -> list[Alarm]:
+        """Take one event's features; the alarms found when this update closes a round."""
+        self.n = n = self.n + 1
+        routes = self._routes
+        for name, value in features.items():
+            route = routes.get(name)
+            if route is None:
+                route = self._route(name)
+            vals, idx, code = route
+            if code is None:
+                vals.append(value)
+                idx.append(n)
+            elif value:
+                vals.append(code)
+                idx.append(n)
+        return [] if n % self.every else self._check()
+
+    def _route(self, name: str) -> tuple[list, list, float | None]:
+        field, eq, category = name.partition("=")
+        key = (bool(eq), field if eq else name)
+        feature = self._features.get(key)
+        if feature is None:
+            feature = self._features[key] = self._new(key[1], key[0])
+        code = float(feature.codes.setdefault(category, len(feature.codes))) if eq else None
+        route = self._routes[name] = (feature.vals, feature.idx, code)
+        return route
+
+
+class DataDriftMonitor(FeatureRouter):
     """Per-feature drift of a stream of feature dicts against a reference window.
 
     Each feature's first ``window`` values are its reference; then its last ``window`` values
@@ -306,48 +357,20 @@ class DataDriftMonitor:
         self.false_alarms_per_100k = false_alarms_per_100k
         self.numeric_test = numeric_test
         self.min_count = min_count
-        self.n = 0  # updates so far
-        self._columns: dict[tuple[bool, str], _Column] = {}
-        # feature name -> (pending values, pending positions, category code or None if numeric)
-        self._routes: dict[str, tuple[list, list, float | None]] = {}
+        self.every = check_every
+        super().__init__()
 
     @property
     def alpha(self) -> float:
         """The per-test significance level: the budget split over checks and features."""
-        return self.false_alarms_per_100k / 100_000 * self.check_every / max(1, len(self._columns))
+        return self.false_alarms_per_100k / 100_000 * self.check_every / max(1, len(self._features))
 
-    def update(self, features: dict[str, float]) -> list[Alarm]:
-        """Take one event's features; the alarms of this update's check, if it is a check."""
-        self.n = n = self.n + 1
-        routes = self._routes
-        for name, value in features.items():
-            route = routes.get(name)
-            if route is None:
-                route = self._route(name)
-            vals, idx, code = route
-            if code is None:
-                vals.append(value)
-                idx.append(n)
-            elif value:
-                vals.append(code)
-                idx.append(n)
-        if n % self.check_every:
-            return []
-        return self._check()
-
-    def _route(self, name: str) -> tuple[list, list, float | None]:
-        field, eq, category = name.partition("=")
-        key = (bool(eq), field if eq else name)
-        col = self._columns.get(key)
-        if col is None:
-            col = self._columns[key] = _Column(key[1], key[0], self.window)
-        code = float(col.codes.setdefault(category, len(col.codes))) if eq else None
-        route = self._routes[name] = (col.vals, col.idx, code)
-        return route
+    def _new(self, name: str, categorical: bool) -> _Column:
+        return _Column(name, categorical, self.window)
 
     def _check(self) -> list[Alarm]:
         alpha, alarms = self.alpha, []
-        for col in self._columns.values():
+        for col in self._features.values():
             col.flush()
             if not col.ready:
                 continue

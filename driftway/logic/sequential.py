@@ -40,7 +40,7 @@ from typing import Literal
 import numpy as np
 from scipy import special
 
-from driftway.logic.drift import Alarm, _floats
+from driftway.logic.drift import Alarm, FeatureRouter, _floats
 
 MEAN_SHIFTS = (0.25, 0.5, 1.0, 2.0)  # sd; each up and down
 SD_RATIOS = (1.5, 1 / 1.5)
@@ -250,7 +250,7 @@ class _Feature:
         return float(abs(after.mean() - self.ref_raw.mean()) / sd)
 
 
-class SequentialDriftMonitor:
+class SequentialDriftMonitor(FeatureRouter):
     """Per-feature sequential drift of a stream of feature dicts; see the module's docstring.
 
     Missing values (absent, None, NaN, not a number) are skipped. After an alarm the feature's
@@ -265,9 +265,8 @@ class SequentialDriftMonitor:
             raise ValueError("need reference >= 50, batch >= 1 and a budget > 0")
         self.kind, self.reference, self.batch = kind, reference, batch
         self.false_alarms_per_100k = false_alarms_per_100k
-        self.n = 0
-        self._features: dict[tuple[bool, str], _Feature] = {}
-        self._routes: dict[str, tuple[list, list, float | None]] = {}
+        self.every = batch
+        super().__init__()
 
     @property
     def threshold(self) -> float:
@@ -280,29 +279,8 @@ class SequentialDriftMonitor:
         """Features not watched because their reference trends (non-stationary by construction)."""
         return [f.name for f in self._features.values() if f.trending]
 
-    def update(self, features: dict[str, float]) -> list[Alarm]:
-        """Take one event's features; alarms found when this update closes a batch."""
-        self.n = n = self.n + 1
-        for name, value in features.items():
-            route = self._routes.get(name) or self._route(name)
-            vals, idx, code = route
-            if code is None:
-                vals.append(value)
-                idx.append(n)
-            elif value:
-                vals.append(code)
-                idx.append(n)
-        return [] if n % self.batch else self._check()
-
-    def _route(self, name: str) -> tuple[list, list, float | None]:
-        field, eq, category = name.partition("=")
-        key = (bool(eq), field if eq else name)
-        feature = self._features.get(key)
-        if feature is None:
-            feature = self._features[key] = _Feature(key[1], key[0], self.reference)
-        code = float(feature.codes.setdefault(category, len(feature.codes))) if eq else None
-        route = self._routes[name] = (feature.vals, feature.idx, code)
-        return route
+    def _new(self, name: str, categorical: bool) -> _Feature:
+        return _Feature(name, categorical, self.reference)
 
     def _check(self) -> list[Alarm]:
         h, found = self.threshold, []
