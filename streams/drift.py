@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import replace
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 
@@ -52,11 +51,6 @@ def prediction_features(served: Served) -> dict[str, float]:
     else:
         score = output.score if output.score is not None else 0.0
     return {"score": float(score), f"prediction={label_text(output.prediction)}": 1.0}
-
-
-def shifted(alarm: Alarm, by: int) -> Alarm:
-    """The alarm with its positions moved ``by`` updates later."""
-    return replace(alarm, index=alarm.index + by, change_point=alarm.change_point + by)
 
 
 def describe(alarm: Alarm, began: str | None) -> str:
@@ -126,16 +120,15 @@ class ModelMonitors:
             self.champion, self.champion_n = served.champion, 0
             self.prediction = self._monitor("prediction")
         self.champion_n += 1
-        # Monitor positions count that monitor's updates: alarms get this stream's positions.
-        alarms = [shifted(a, self.settings.data_warmup)
-                  for a in self.data.update(self.watched(served.features))]
-        for name in set(self.data.unwatched) - self.unwatched:
-            log.info("data drift: %s trends in its reference (non-stationary), not watched", name)
-            self.unwatched.add(name)
+        # Alarms report this stream's positions (the monitors see only part of it).
+        alarms = self.data.update(self.watched(served.features), at=self.n)
+        if not self.data.n % self.data.every:  # a reference is frozen only by a check
+            for name in set(self.data.unwatched) - self.unwatched:
+                log.info("data drift: %s trends in its reference (non-stationary), not watched",
+                         name)
+                self.unwatched.add(name)
         if self.champion_n > self.settings.prediction_warmup:
-            before = self.n - self.prediction.n - 1  # updates before the prediction monitor's
-            alarms += [shifted(a, before)
-                       for a in self.prediction.update(prediction_features(served))]
+            alarms += self.prediction.update(prediction_features(served), at=self.n)
         return alarms
 
     def where(self, index: int) -> tuple[int, int, str] | None:

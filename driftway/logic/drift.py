@@ -288,9 +288,13 @@ class FeatureRouter:
     def _check(self) -> list[Alarm]:
         raise NotImplementedError
 
-    def update(self, features: dict[str, float]) -> list[Alarm]:
-        """Take one event's features; the alarms found when this update closes a round."""
-        self.n = n = self.n + 1
+    def update(self, features: dict[str, float], at: int | None = None) -> list[Alarm]:
+        """Take one event's features; the alarms found when this update closes a round.
+
+        ``at`` is the event's position in the caller's stream (default: this update's count):
+        the positions alarms report are the caller's, whatever it did not pass in."""
+        self.n = self.n + 1
+        n = self.n if at is None else at
         routes = self._routes
         for name, value in features.items():
             route = routes.get(name)
@@ -303,7 +307,7 @@ class FeatureRouter:
             elif value:
                 vals.append(code)
                 idx.append(n)
-        return [] if n % self.every else self._check()
+        return [] if self.n % self.every else self._check()
 
     def _route(self, name: str) -> tuple[list, list, float | None]:
         field, eq, category = name.partition("=")
