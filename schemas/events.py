@@ -553,6 +553,30 @@ class Metric(Record):
     examples: int
 
 
+class ExperimentResult(Record):
+    """One contender of an experiment on the history (``driftway experiment``): a candidate
+    model replayed through the stored joined examples, or the champion's served answers over
+    the same events (``role`` served). Every contender of one run shares its ``experiment``."""
+
+    ts: datetime
+    experiment: str = Field(description="The run's id.")
+    model: str = Field(description="The model line whose training examples were replayed.")
+    candidate: str = Field(description="The candidate's model spec; `served` for the champion.")
+    role: Literal["candidate", "served"]
+    examples: int
+    first_served: datetime | None = Field(default=None,
+                                          description="When the first example was served.")
+    last_served: datetime | None = Field(default=None,
+                                         description="When the last example was served.")
+    source: Literal["table", "topic"]
+    metrics: dict[str, float] = Field(
+        description="accuracy, log_loss, roc_auc (classifiers) or mae, rmse (regressors).")
+    examples_per_s: float | None = None
+    best: bool = Field(default=False, description="The winner by the run's metric.")
+    shadow: str | None = Field(default=None,
+                               description="The version --shadow-best deployed from it.")
+
+
 class ProcessHealth(Record):
     """What a process on the runtime is doing, when it is not simply running: keyed by
     processor/instance, the latest record of each says. Written when it starts (running), when

@@ -28,6 +28,7 @@ from driftway.schemas.events import (
     DeadLetter,
     Deployment,
     DriftEvent,
+    ExperimentResult,
     FeatureVector,
     FeedbackOutcome,
     Label,
@@ -146,6 +147,10 @@ TOPICS: tuple[Topic, ...] = (
     Topic("dead-letter-replays", ReplayMark, "source topic/partition/offset", partitions=1,
           retention_days=None),
     Topic("feedback", FeedbackOutcome, "event id", table="feedback"),
+    # What `driftway experiment` found, one record per contender: the command writes it here
+    # and the sink lands it (the embedded ClickHouse belongs to the sink's process).
+    Topic("experiments", ExperimentResult, "experiment id", partitions=1, retention_days=30,
+          table="experiments"),
     # What each process is doing when it is not simply running (a sink waiting for its
     # ClickHouse): the latest record per processor/instance, read by the live status.
     Topic("health", ProcessHealth, "processor/instance", partitions=1, retention_days=None,
@@ -155,6 +160,10 @@ TOPICS: tuple[Topic, ...] = (
     # The feedback join's entries (served events waiting for labels and the reverse), by event id.
     Topic("feedback-state", None, "event id", retention_days=None),
 )
+
+#: Topics a command writes, not a processor: `driftway dead-letters replay`'s marks (read by
+#: it too), `driftway experiment`'s results (landed by the sink).
+COMMAND_TOPICS = ("dead-letter-replays", "experiments")
 
 #: Topics every version of a model is read from (compacted: the registry).
 REGISTRY = ("model-versions", "model-artifacts", "deployments")

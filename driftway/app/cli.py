@@ -21,6 +21,7 @@ from rich.table import Table
 
 from driftway.app.context import settings_of
 from driftway.app.dead_letters import dead_letters
+from driftway.app.experiment import experiment
 from driftway.app.explain import explain
 from driftway.app.models_cli import models
 from driftway.schemas import topology
@@ -357,6 +358,7 @@ def schemas_export(out: Path | None) -> None:
 
 cli.add_command(models)
 cli.add_command(explain)
+cli.add_command(experiment)
 cli.add_command(dead_letters)
 
 

@@ -76,6 +76,13 @@ SQL: dict[str, str] = {
     "deployments": """
         SELECT ts, model, action, version, champion, shadows, reason, by FROM deployments
         WHERE ts >= {since} ORDER BY ts, _offset""",
+    # The latest experiments on the history (`driftway experiment`), every contender of each.
+    "experiments": """
+        SELECT ts, experiment, model, candidate, role, examples, accuracy, log_loss, roc_auc,
+               mae, rmse, best FROM experiments
+        WHERE experiment IN (SELECT experiment FROM experiments WHERE ts >= {since}
+                             GROUP BY experiment ORDER BY max(ts) DESC LIMIT 4)
+        ORDER BY ts, experiment, role DESC, candidate""",
 }
 
 #: Metrics shown in the quality chart: the first two present, in this order.
@@ -156,6 +163,7 @@ class ReportData:
     latency: list[dict[str, Any]]
     drift: list[dict[str, Any]]
     deployments: list[dict[str, Any]]
+    experiments: list[dict[str, Any]]
 
     def summary(self) -> str:
         """One line: the totals and the champion."""
@@ -191,7 +199,8 @@ def gather(settings: Settings, since: datetime | None = None) -> ReportData:
         totals=totals, dead_letters=rows("dead_letters"), feedback=rows("feedback"),
         champions=rows("champions"), metrics=rows("metrics"),
         served_accuracy=rows("served_accuracy"), throughput=rows("throughput"),
-        latency=rows("latency"), drift=rows("drift"), deployments=rows("deployments"))
+        latency=rows("latency"), drift=rows("drift"), deployments=rows("deployments"),
+        experiments=rows("experiments"))
 
 
 def build_report(settings: Settings, since: datetime | None = None) -> str:
@@ -393,6 +402,41 @@ def features_figure(data: ReportData) -> go.Figure | None:
     return _styled(fig, 180 + 32 * rows, time_range(data))
 
 
+def experiments_figure(data: ReportData) -> go.Figure | None:
+    """One panel per metric: a bar per contender of each recent experiment, the champion's
+    served figures beside the candidates replayed over the same events."""
+    rows = data.experiments
+    names = [m for m in QUALITY_METRICS if any(r[m] is not None for r in rows)]
+    if not names:
+        return None
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.08)
+    runs = list(dict.fromkeys(r["experiment"] for r in rows))
+    palette = qualitative.Plotly
+    for n, run in enumerate(runs):
+        mine = [r for r in rows if r["experiment"] == run]
+        first = mine[0]
+        label = f"{run} ({first['model']}, {first['examples']:,} examples)"
+        for col, metric in enumerate(names, start=1):
+            fig.add_trace(go.Bar(
+                x=[_contender(r) for r in mine], y=[r[metric] for r in mine], name=label,
+                legendgroup=run, showlegend=col == 1, marker_color=palette[n % len(palette)],
+                marker_pattern_shape=["/" if r["role"] == "served" else "" for r in mine],
+                hovertext=[f"{label}<br>{r['candidate']}: {metric} {r[metric]:.4f}"
+                           if r[metric] is not None else "" for r in mine],
+                hoverinfo="text"), row=1, col=col)
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(automargin=True, tickangle=-30)
+    fig = _styled(fig, 420, None)
+    fig.update_layout(margin={"l": 60, "r": 200, "t": 40, "b": 120, "autoexpand": True})
+    return fig
+
+
+def _contender(r: dict[str, Any]) -> str:
+    name = "served (champion)" if r["role"] == "served" else r["candidate"]
+    name = name if len(name) <= 28 else name[:27] + "…"
+    return name + (" ★" if r["best"] else "")
+
+
 def _feature_row(d: dict[str, Any]) -> str:
     """The feature's row label, short enough for the margin (hover has the full name)."""
     feature = d["feature"] or "(unnamed)"
@@ -454,6 +498,11 @@ CHARTS = (
      "Data drift alarms per feature, and prediction drift; a bigger marker went further past "
      "its threshold.",
      "no data or prediction drift detected yet."),
+    ("experiments", "Experiments on the history",
+     "The latest runs of `driftway experiment`: each candidate replayed through the stored "
+     "examples with the label delay they had, beside the champion's served figures over the "
+     "same events (hatched); ★ marks the best of a run.",
+     "no experiments run yet (`driftway experiment --model SPEC --model SPEC`)."),
 )
 
 
@@ -462,7 +511,8 @@ def render(data: ReportData) -> str:
     colours = version_colours(data)
     figures = {"quality": quality_figure(data, colours),
                "throughput": throughput_figure(data, colours),
-               "latency": latency_figure(data), "features": features_figure(data)}
+               "latency": latency_figure(data), "features": features_figure(data),
+               "experiments": experiments_figure(data)}
     sections, library_included = [], False
     for key, title, subtitle, empty in CHARTS:
         fig = figures[key]

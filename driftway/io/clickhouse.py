@@ -22,6 +22,7 @@ from driftway.schemas.events import (
     DeadLetter,
     Deployment,
     DriftEvent,
+    ExperimentResult,
     FeedbackOutcome,
     Label,
     Metric,
@@ -82,7 +83,7 @@ def connect(settings: Settings) -> Client:
 
 
 #: DDL scripts, applied in order at start-up (each statement idempotent).
-SCHEMA_FILES = ("sql/001_tables.sql", "sql/002_rollups.sql")
+SCHEMA_FILES = ("sql/001_tables.sql", "sql/002_rollups.sql", "sql/003_experiments.sql")
 
 #: Tables whose rows expire after sink.ttl_days, and rollups after sink.rollup_ttl_days.
 TTL_TABLES = ("predictions", "labels", "dead_letters", "training", "metrics", "feedback",
@@ -241,6 +242,13 @@ def feedback_row(f: FeedbackOutcome) -> list[Any]:
     return [f.ts, f.event_id, f.outcome, f.model, f.version, f.waited_s]
 
 
+def experiment_row(e: ExperimentResult) -> list[Any]:
+    m = e.metrics
+    return [e.ts, e.experiment, e.model, e.candidate, e.role, e.examples, e.first_served,
+            e.last_served, e.source, m.get("accuracy"), m.get("log_loss"), m.get("roc_auc"),
+            m.get("mae"), m.get("rmse"), e.examples_per_s, e.best, e.shadow or ""]
+
+
 def drift_row(d: DriftEvent) -> list[Any]:
     return [d.ts, d.kind, d.detector, d.model, d.version, d.feature, d.statistic, d.threshold,
             d.p_value, d.event_id, d.source, d.partition, d.offset, d.change_point, d.detail,
@@ -301,6 +309,10 @@ ROWS: dict[str, TableSpec] = {spec.table: spec for spec in (
                "p_value", "event_id", "source", "source_partition", "source_offset",
                "change_point", "detail", "direction", "before_mean", "before_sd", "after_mean",
                "after_sd", "shares_before", "shares_after", "moved_features", "moved_shifts")),
+    TableSpec("experiments", ExperimentResult, experiment_row,
+              ("ts", "experiment", "model", "candidate", "role", "examples", "first_served",
+               "last_served", "source", "accuracy", "log_loss", "roc_auc", "mae", "rmse",
+               "examples_per_s", "best", "shadow")),
 )}
 
 #: Every topic the topology lands in a table, with its table, in the topology's order.

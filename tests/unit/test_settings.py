@@ -16,7 +16,7 @@ def test_default_topic_names_are_under_the_driftway_prefix() -> None:
         "driftway.model-artifacts", "driftway.deployments", "driftway.model-updates",
         "driftway.drift",
         "driftway.metrics", "driftway.dead-letters", "driftway.dead-letter-replays",
-        "driftway.feedback", "driftway.health", "driftway.features-state",
+        "driftway.feedback", "driftway.experiments", "driftway.health", "driftway.features-state",
         "driftway.feedback-state",
     ]
 

@@ -71,10 +71,10 @@ def test_a_bad_time_is_refused_before_kafka_is_asked() -> None:
 def test_the_replayable_topics_are_the_upstream_ones_each_checked_by_its_entering_processor(
 ) -> None:
     from driftway.app.dead_letters import REPLAYABLE
-    from driftway.schemas.topology import PROCESSORS, TOPIC_KEYS, topic
+    from driftway.schemas.topology import COMMAND_TOPICS, PROCESSORS, TOPIC_KEYS, topic
 
     written = {key for p in PROCESSORS for key in p.writes}
-    upstream = {key for key in TOPIC_KEYS if key not in written} - {"dead-letter-replays"}
+    upstream = {key for key in TOPIC_KEYS if key not in written} - set(COMMAND_TOPICS)
     assert set(REPLAYABLE) == upstream
     for key, checker in REPLAYABLE.items():
         readers = [p.name for p in PROCESSORS if key in p.reads]

@@ -20,6 +20,7 @@ from driftway.schemas.events import (
     DeadLetter,
     Deployment,
     DriftEvent,
+    ExperimentResult,
     FeedbackOutcome,
     Label,
     Metric,
@@ -32,7 +33,7 @@ from driftway.settings import Settings
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 V1, V2 = "a1" * 32, "b2" * 32
 CHART_TITLES = ("Model quality over time", "Throughput", "Serving latency",
-                "Which features drifted when")
+                "Which features drifted when", "Experiments on the history")
 
 
 def at(seconds: float) -> datetime:
@@ -82,9 +83,15 @@ def sample_records() -> dict[str, Sequence[Record]]:
         "unlabelled", "unlabelled", "unlabelled", "late_label"]
     feedback = [FeedbackOutcome(ts=at(50), event_id=f"f{i}", outcome=outcome, model="default")
                 for i, outcome in enumerate(outcomes)]
+    experiments = [
+        ExperimentResult(ts=at(58), experiment="e1", model="default", candidate=candidate,
+                         role=role, examples=600, source="table", best=candidate == "tree",
+                         metrics={"accuracy": accuracy, "log_loss": 0.5})
+        for candidate, role, accuracy in (("served", "served", 0.61), ("logreg", "candidate",
+                                          0.64), ("tree", "candidate", 0.731))]
     return {"predictions": predictions, "labels": labels, "metrics": metrics,
             "drift_events": drift, "deployments": deployments, "model_versions": versions,
-            "dead_letters": dead, "feedback": feedback}
+            "dead_letters": dead, "feedback": feedback, "experiments": experiments}
 
 
 def fill_monitoring_tables(settings: Settings) -> None:
@@ -124,10 +131,16 @@ def test_every_chart_is_drawn_with_plotly_inlined_once(page: str) -> None:
     for title in CHART_TITLES:
         assert f"<h2>{title}</h2>" in page
     assert len(re.findall(r"\* plotly\.js v\d", page)) == 1
-    assert page.count("Plotly.newPlot(") == 4
-    for chart in ("quality", "throughput", "latency", "features"):
+    assert page.count("Plotly.newPlot(") == 5
+    for chart in ("quality", "throughput", "latency", "features", "experiments"):
         assert f'id="chart-{chart}"' in page
     assert "No data yet" not in page
+
+
+def test_experiments_show_each_contender_beside_the_served_figures(page: str) -> None:
+    assert "served (champion)" in page and "tree \\u2605" in page and "logreg" in page
+    assert "tree: accuracy 0.7310" in page  # the stored figure, on hover
+    assert "e1 (default, 600 examples)" in page
 
 
 def test_the_page_is_self_contained(page: str) -> None:
@@ -191,12 +204,12 @@ def test_rows_through_the_sinks_endpoint_render_the_same(
     monkeypatch.setattr(report, "query", as_json)
     data = report.gather(filled)
     assert isinstance(data.metrics[0]["ts"], str)
-    assert report.render(data).count("Plotly.newPlot(") == 4
+    assert report.render(data).count("Plotly.newPlot(") == 5
 
 
 def test_an_empty_database_gives_no_data_panels(embedded_settings: Settings) -> None:
     page = report.build_report(own_database(embedded_settings))
-    assert page.count('class="no-data"') == 4
+    assert page.count('class="no-data"') == 5
     assert "plotly.js v" not in page
     assert "no predictions yet" in page and "none yet" in page
 

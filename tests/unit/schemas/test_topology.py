@@ -11,7 +11,14 @@ from click.testing import CliRunner
 from driftway.app import status, supervisor
 from driftway.app.cli import cli
 from driftway.io.clickhouse import ROWS, SINK_TABLES
-from driftway.schemas.topology import PROCESSORS, REGISTRY, TOPIC_KEYS, TOPICS, Processor
+from driftway.schemas.topology import (
+    COMMAND_TOPICS,
+    PROCESSORS,
+    REGISTRY,
+    TOPIC_KEYS,
+    TOPICS,
+    Processor,
+)
 
 #: Written by upstream applications (through the SDK), not by a processor.
 UPSTREAM = {"raw", "labels"}
@@ -20,8 +27,7 @@ UPSTREAM = {"raw", "labels"}
 #: status (health), and each stateful processor when it restores its state.
 READ_OUTSIDE = {"predictions", *REGISTRY, "model-updates", "health",
                 *(p.state for p in PROCESSORS if p.state)}
-#: Written and read by a command, not a processor: `driftway dead-letters replay`'s marks.
-COMMANDS = {"dead-letter-replays"}
+COMMANDS = set(COMMAND_TOPICS)
 
 WRITTEN = {key for p in PROCESSORS for key in p.writes}
 READ = {key for p in PROCESSORS for key in p.reads}
