@@ -285,15 +285,17 @@ def print_results(records: list[ExperimentResult], metric: str) -> None:
     names = [m for m in HIGHER_IS_BETTER if any(m in r.metrics for r in records)]
     table = Table(box=box.SIMPLE_HEAD, title=f"experiment {records[0].experiment} "
                   f"({records[0].model}, from the training {records[0].source})")
-    for column in ("contender", "examples", *names, "examples/s"):
-        table.add_column(column, justify="left" if column == "contender" else "right")
+    table.add_column("contender", overflow="fold", ratio=1)
+    for column in ("examples", *names, "examples/s"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True)
     for r in records:
-        name = "served (champion)" if r.role == "served" else r.candidate
-        if r.best:
-            name += f"  ← best {metric}" + (f", shadow {r.shadow[:12]}" if r.shadow else "")
-        table.add_row(name, f"{r.examples:,}",
+        note = (f"best {metric}" + (f", shadow {r.shadow[:12]}" if r.shadow else "")
+                if r.best else "")
+        table.add_row("served (champion)" if r.role == "served" else r.candidate,
+                      f"{r.examples:,}",
                       *(f"{r.metrics[m]:.4f}" if m in r.metrics else "—" for m in names),
-                      f"{r.examples_per_s:,.0f}" if r.examples_per_s else "")
+                      f"{r.examples_per_s:,.0f}" if r.examples_per_s else "", note)
     console.print(table)
 
 
@@ -345,6 +347,8 @@ def experiment(ctx: click.Context, specs: tuple[str, ...], line: str | None,
     if (metric in ("mae", "rmse")) == classifier:
         raise click.ClickException(f"{metric} does not score "
                                    f"{'classifiers' if classifier else 'regressors'}")
+    if shadow_best:
+        require_kafka(settings, ("model-versions", "model-artifacts", "deployments"))
     window = Window(line, since, until)
     history, used = load_history(settings, window, source, templates[0], classifier)
     if not len(history):
@@ -363,10 +367,13 @@ def experiment(ctx: click.Context, specs: tuple[str, ...], line: str | None,
     shadow = (deploy_shadow(settings, line, winner, history, experiment_id)
               if shadow_best and winner is not None else None)
     records = results(experiment_id, line, used, history, served, outcomes, winner, shadow)
-    require_kafka(settings, ("experiments",))
-    deliver(settings, lambda emit: [emit(settings.topic("experiments"), experiment_id,
-                                         r.to_bytes()) for r in records])
     if fmt == "json":
         echo_json([r.model_dump(mode="json") for r in records])
     else:
         print_results(records, metric)
+    try:  # printed first: figures that cannot be stored are still seen
+        require_kafka(settings, ("experiments",))
+        deliver(settings, lambda emit: [emit(settings.topic("experiments"), experiment_id,
+                                             r.to_bytes()) for r in records])
+    except click.ClickException as exc:
+        raise click.ClickException(f"the results are not stored: {exc.message}") from None
