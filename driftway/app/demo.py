@@ -309,3 +309,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(f"explore: driftway --state-dir {s.get('state_dir', '.driftway/demo')} query "
                   f"\"SELECT * FROM predictions WHERE startsWith(event_id, '{s['run']}-') "
                   "LIMIT 5\"")
+    console.print(f"try other models on this history: driftway --state-dir "
+                  f"{s.get('state_dir', '.driftway/demo')} experiment --model hoeffding_tree "
+                  "--model logistic_regression (with `driftway up` running, to store the "
+                  "results and --shadow-best)")
