@@ -23,6 +23,9 @@ after each change point (from the centre of a gradual switch), and what Driftway
 drift alarms on the champion, challengers, promotions, rollbacks, and how many events after a
 change the first alarm and the first promotion came. An action the learner takes at the label
 of event i changes what is served from event i + label_delay + 1 on; positions below are those.
+Then, per stream and seed, policy on minus policy off (same events): the accuracy after each
+change, their mean and overall, with the mean and standard error over seeds, "worse" when the
+mean is below zero by more than 2 standard errors, and each seed's first promotion per change.
 
 Plots (matplotlib, ``pip install -e '.[bench]'``) for the first seed: rolling accuracy over
 1,000 events of each contender, true change points, Driftway's alarms and promotions:
@@ -105,8 +108,8 @@ def run_driftway(stream: Stream, policy: bool, label_delay: int
         for dep in step.result.deployments:
             if dep.by == "policy":
                 action = dep.action
-                if action == "unshadow":
-                    action = "drop" if dep.reason.startswith("challenger not") else "retire"
+                if action == "unshadow":  # a challenger not better, or dropped on a new drift
+                    action = "retire" if dep.reason.startswith("no degradation") else "drop"
                 actions.append({"at": at, "action": action, "reason": dep.reason})
     return correct, actions
 
@@ -200,6 +203,40 @@ def summarise(runs: list[dict[str, Any]], contenders: list[str]) -> list[dict[st
     return rows
 
 
+def policy_effect(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per stream, policy on minus policy off, seed by seed (the same events): the accuracy
+    after each change, their mean and the whole stream; ``worse`` when the mean difference is
+    below zero by more than noise, 2 standard errors of the per-seed differences."""
+    rows = []
+    for name in CONCEPT_STREAMS:
+        on = {r["seed"]: r for r in runs if r["stream"] == name and r["contender"] == "driftway"}
+        off = {r["seed"]: r for r in runs
+               if r["stream"] == name and r["contender"] == "driftway-no-policy"}
+        seeds = sorted(set(on) & set(off))
+        if not seeds:
+            continue
+        row: dict[str, Any] = {"stream": name, "seeds": seeds}
+        for key, of in (("after_change", lambda r: r["after_change"]),
+                        ("mean_after", lambda r: [statistics.fmean(r["after_change"])]),
+                        ("overall", lambda r: [r["accuracy"]])):
+            per_seed = [[a - b for a, b in zip(of(on[s]), of(off[s]), strict=True)]
+                        for s in seeds]
+            row[key] = [difference(list(d)) for d in zip(*per_seed, strict=True)]
+        row["worse"] = any(d["worse"] for key in ("after_change", "mean_after", "overall")
+                           for d in row[key])
+        row["promote_delay"] = [list(d) for d in zip(*(on[s]["promote_delay"] for s in seeds),
+                                                     strict=True)]
+        rows.append(row)
+    return rows
+
+
+def difference(per_seed: list[float]) -> dict[str, Any]:
+    """Mean and standard error of per-seed differences; worse than noise below -2 se."""
+    m = statistics.fmean(per_seed)
+    se = statistics.stdev(per_seed) / len(per_seed) ** 0.5 if len(per_seed) > 1 else 0.0
+    return {"per_seed": per_seed, "mean": m, "se": se, "worse": m + 2 * se < -1e-9}
+
+
 def f(value: float | None, digits: int = 0) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
@@ -235,6 +272,23 @@ def print_report(r: dict[str, Any]) -> None:
                                                             row["promote_delay_found"],
                                                             strict=True)))
     console.print(t)
+    t = Table("stream", "on − off after change 1", "after change 2", "after change 3",
+              "mean after", "overall", "worse than noise", "first promotion after change, "
+              "per seed", title="Policy on minus policy off, per seed (mean ± standard error; "
+              "worse: below 0 by more than 2 se)", title_justify="left")
+    for row in r["policy_effect"]:
+        cells = [*(_difference_cell(d, seeds=False) for d in row["after_change"]),
+                 *(_difference_cell(d) for d in row["mean_after"]),
+                 *(_difference_cell(d, seeds=False) for d in row["overall"])]
+        t.add_row(row["stream"], *cells, "[red]yes[/red]" if row["worse"] else "no",
+                  " / ".join(" ".join("—" if d is None else str(d) for d in change)
+                             for change in row["promote_delay"]))
+    console.print(t)
+
+
+def _difference_cell(d: dict[str, Any], seeds: bool = True) -> str:
+    cell = f"{d['mean']:+.3f} ± {d['se']:.3f}"
+    return cell + " (" + " ".join(f"{v:+.3f}" for v in d["per_seed"]) + ")" if seeds else cell
 
 
 def plot(runs: list[dict[str, Any]], seed: int, out: Path) -> list[Path]:
@@ -351,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                              CONTENDERS.index(x["contender"])))
     per_run = [summarise_run(x) for x in runs]
     r["summary"] = summarise(per_run, args.contenders)
+    r["policy_effect"] = policy_effect(per_run)
     r["runs"] = per_run
     args.out.mkdir(parents=True, exist_ok=True)
     r["plots"] = [str(p) for p in plot(runs, seed=0, out=args.out)]

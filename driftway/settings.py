@@ -335,11 +335,13 @@ class PolicySettings(BaseModel):
     alpha: float = Field(
         0.01, gt=0, lt=0.5, description="Error rate of promotion and of rollback: the chance "
         "that a challenger no better than the champion is promoted (or a promoted version no "
-        "worse than its predecessor rolled back), over all looks.")
+        "worse than its predecessor rolled back), however often the sequential test is read.")
     min_labels: int = Field(
-        500, ge=10, description="Paired labels per look of the promotion / rollback test.")
-    max_looks: int = Field(
-        8, ge=1, description="Looks before a challenger is dropped or a predecessor retired.")
+        100, ge=10, description="Paired labels before the promotion / rollback test may "
+        "decide (it is read after every label from then on, at level alpha throughout).")
+    max_labels: int = Field(
+        4_000, ge=10, description="Paired labels before a challenger not found better is "
+        "dropped, or a predecessor not found better retired.")
 
 
 class SinkSettings(BaseModel):

@@ -220,10 +220,7 @@ def demo(ctx: click.Context, events: int, change_at: int | None, label_delay: in
     console.print(where)
     settings = settings.model_copy(update={"processing": settings.processing.model_copy(
         update={"publish_every": publish_every,
-                "metrics_every": min(settings.processing.metrics_every, publish_every)}),
-        # A challenger is judged every 200 labels (the default 500 is for slower streams).
-        "policy": settings.policy.model_copy(
-            update={"min_labels": min(settings.policy.min_labels, 200)})})
+                "metrics_every": min(settings.processing.metrics_every, publish_every)})})
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     stack = _start_stack(settings)
     with _stopping(stack):
