@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from driftway.settings import Settings
 
 T = TypeVar("T")
+
+
+def linear_event(i: int) -> dict[str, Any]:
+    """Raw event `i` of a small labelled stream: two numbers and a category, 31 entities."""
+    rng = random.Random(i)
+    return {"event_id": f"x-{i}", "entity_id": f"u{i % 31}", "ts": 1_767_225_600_000 + i,
+            "data": {"amount": round(rng.uniform(0, 100), 3), "age": rng.randint(18, 80),
+                     "kind": "abc"[i % 3]}}
+
+
+def linear_truth(i: int) -> bool:
+    """Event `i`'s label: a linear rule on its numbers."""
+    data = linear_event(i)["data"]
+    return data["amount"] + (data["age"] - 50) * 0.5 > 50
 
 
 def wait_for(probe: Callable[[], T], done: Callable[[T], bool], timeout: float,

@@ -20,24 +20,14 @@ from driftway.app.supervisor import Stack, settings_env
 from driftway.io.keys import with_signing_key
 from driftway.sdk import EventProducer
 from driftway.settings import ProcessingSettings, Settings
+from tests.integration.helpers import linear_event as event
+from tests.integration.helpers import linear_truth as truth
 from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
 N = 3000
 LABEL_DELAY = 40
-
-
-def event(i: int) -> dict[str, Any]:
-    rng = random.Random(i)
-    return {"event_id": f"x-{i}", "entity_id": f"u{i % 31}", "ts": 1_767_225_600_000 + i,
-            "data": {"amount": round(rng.uniform(0, 100), 3), "age": rng.randint(18, 80),
-                     "kind": "abc"[i % 3]}}
-
-
-def truth(i: int) -> bool:
-    data = event(i)["data"]
-    return data["amount"] + (data["age"] - 50) * 0.5 > 50
 
 
 def explain_cli(settings: Settings, event_id: str) -> tuple[int, dict[str, Any]]:
