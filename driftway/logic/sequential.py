@@ -1,21 +1,37 @@
-"""Sequential data drift: CUSUMs per feature against its reference, near the detection limit.
+"""Sequential data drift: per-feature tests against its reference, near the detection limit.
 
-Each numeric feature's first ``reference`` values are its reference (later it grows with older
-watched values, see ``_Feature._grow``, so its estimation error shrinks). Later values become
-normal scores through the reference's mid-ranks (a skewed, heavy-tailed or discrete feature looks
-N(0, 1) under no change, standardised by the reference's own scores) and feed ten one-sided
-CUSUMs of log-likelihood ratios: mean shifts of +-0.25, 0.5, 1 and 2 sd, sd ratios 1.5 and 1/1.5.
-A one-hot group (``field=value`` names, grouped by ``field``) feeds, per category (and "other",
-the categories first seen after the reference), four Bernoulli CUSUMs whose alternatives multiply
-the category's odds by 2, 1.4, 1/1.4 and 1/2. All CUSUMs share one base threshold ``h`` in nats,
-from the false-alarm budget over all CUSUMs of all features (:func:`threshold`); a CUSUM whose
-alternative carries information ``I < 1`` nat per event (its Kullback-Leibler divergence) stops at
-``h + ln I`` (Siegmund: its in-control run length is about ``e^h / I``; numeric CUSUMs only).
-``CALIBRATION`` is measured by simulation on stationary streams. Values are buffered
-and the recursion runs vectorised every ``batch`` updates; the alarm's ``index`` is the position
-where the CUSUM crossed, its ``change_point`` the position after the CUSUM last stood at zero.
+Each feature's first ``reference`` values are its reference (later it grows with older watched
+values, see ``_Feature._grow``, so its estimation error shrinks). The false-alarm budget is
+split evenly over the watched features: each has an in-control run length of
+``n_features * 1e5 / budget`` events (:func:`log_run_length`).
 
-A feature whose reference trends (rank correlation with arrival order above ``TREND``: a
+A numeric feature's later values become normal scores through the reference's mid-ranks (a
+skewed, heavy-tailed or discrete feature looks N(0, 1) under no change, standardised by the
+reference's own scores) and feed ten one-sided CUSUMs of log-likelihood ratios: mean shifts of
++-0.25, 0.5, 1 and 2 sd, sd ratios 1.5 and 1/1.5. A CUSUM whose alternative carries ``I`` nats
+per event (its Kullback-Leibler divergence) stops at ``h + 2 ln I`` with ``h`` of
+:func:`threshold`: its false alarms then come at a rate proportional to ``1 / I`` (Siegmund's
+approximation, ``I e^-h'`` for a threshold ``h'``), which minimises the summed delays: one nat
+more costs a CUSUM ``1 / I`` events, so the small shifts, slow to find, get most of the budget.
+A short reference raises each threshold by a factor ``1 + h' / (I n)`` (``_thresholds``): its
+estimation error weighs over the ``h' / I`` events a CUSUM needs, and most on small shifts.
+
+A one-hot group (``field=value`` names, grouped by ``field``) is one categorical feature: every
+batch, a window-limited generalised likelihood ratio compares the category counts of the last ``w``
+events (``WINDOWS`` lengths, one batch to ``LONGEST`` events) with the reference's, all categories
+at once (two-sample multinomial: twice it is chi-square with categories - 1 degrees of freedom under
+no change, whatever the reference's size), and alarms above a threshold per window
+(:func:`mix_threshold`: lower for the long windows, which find the small changes). Categories first
+seen after the reference share one "other" count, expected at the reference's rate of categories
+seen once (Good-Turing).
+
+``NUMERIC_CALIBRATION`` and ``MIX_CALIBRATION`` are measured by simulation on stationary streams
+(see their comment). Values are buffered and the statistics run vectorised every ``batch``
+updates; the alarm's ``index`` is the position where the statistic crossed, its
+``change_point`` where the CUSUM last left zero (numeric) or the maximum-likelihood start of
+the changed counts (categorical).
+
+A numeric feature whose reference trends (rank correlation with arrival order above ``TREND``: a
 counter, a timestamp sent as a number) is non-stationary by construction and not watched; it is
 listed in ``unwatched``.
 
@@ -40,55 +56,107 @@ from typing import Literal
 import numpy as np
 from scipy import special
 
-from driftway.logic.drift import Alarm, FeatureRouter, _floats
+from driftway.logic.drift import Alarm, FeatureRouter, _change_start, _floats
 
 MEAN_SHIFTS = (0.25, 0.5, 1.0, 2.0)  # sd; each up and down
 SD_RATIOS = (1.5, 1 / 1.5)
-ODDS_RATIOS = (2.0, 1.4, 1 / 1.4, 0.5)  # categorical: a category's odds multiplied by these
 TREND = 0.5  # |rank correlation with arrival order| of a reference that is not watched
 GROW = 16  # the reference grows up to this many times its first size
 RECENT = 4096  # raw values each feature keeps, to describe a change (a power of two)
 RANK_SPAN = 100  # other features are ranked over at least this many events before the alarm
 TOP = 3  # features listed as "also moved" in an alarm
-# h = log(n_cusums * 1e5 / budget) + CALIBRATION, numeric CUSUMs then + ln min(1, KL). Measured on
-# tests/unit/logic/test_drift.py's mixed stationary streams (3 x 100,000 events, 7 features) at a
-# budget of 20: 22 false alarms per 100,000 with 0 and the offsets on categorical CUSUMs too (over
-# budget), 3.3 with 0.5 and numeric offsets only; at a budget of 1, 1 in 400,000 (early, on the
-# category). test_sequential_false_alarm_rate_holds_its_budget_on_mixed_stationary_features
-# holds it.
-CALIBRATION = 0.5
+LONGEST = 8192  # events in the longest window of the category-mix GLR
+WINDOWS = 19  # window lengths of the GLR, geometric from one batch to LONGEST
+# Thresholds: a numeric CUSUM stops at _thresholds, the GLR of a category mix at mix_threshold.
+# Measured by simulation at a budget of 1 per 100,000 (per-statistic maxima over stationary
+# streams of 100,000 events after a 1,000-event reference; 450 Gaussian, 150 Poisson(2), 150
+# binary): NUMERIC_CALIBRATION 4.3 / 4.7 / 5.0 gave 0.62 / 0.31 / 0.31 false alarms per 100,000
+# events over 20 Gaussian features (0.61 / 0.37 / 0.32 over 11), 0.80 / 0.67 / 0.67 over Poisson
+# ones (0.88 / 0.73 / 0.44 over 11), 0.40 / 0.40 / 0.27 over binary ones (0.81 / 0.37 / 0.22),
+# none in the first 5,000 events; and mean delays of 344 / 357 / 368 events at +0.25 sd, 108 / 111
+# / 114 at +0.5 sd, 32 / 33 / 34 at +1 sd (60 streams each, against a 16,000-event reference; the
+# alarm comes up to a batch later). The monitor itself, at 4.3, on 20 stationary streams of
+# bench/drift.py's category_shift (10 Gaussian features and a city) gave 1.1 per 100,000 (20 of
+# the 22 on the Gaussian features), more than the simulation's 0.61; at 4.7, 0.95 (17 of 19),
+# hence 4.7 and not less. Without the reference's term in _thresholds, 4.7 gave 0.73 / 0.93 / 0.80
+# (a quarter of them in the first 5,000 events) and 351 / 110 / 33; with ln min(1, KL) in place of
+# 2 ln KL (one budget share per CUSUM), 371 / 106 / 28 at 0.3 per 100,000.
+# MIX_CALIBRATION 1.5 / 2 / 2.5 / 3 gave 0.085 / 0.045 / 0.025 / 0.010 false alarms per feature
+# and 100,000 events on a 4-way category (0.4 / 0.3 / 0.2 / 0.1), 0.060 / 0.045 / 0.020 / 0.010 on
+# an 8-way with rare ones (0.3 ... 0.02), 0.060 / 0.025 / 0.020 / 0.015 on a 2-way (0.7 / 0.3)
+# (200 streams each; the budget is 0.091 per feature at 11 features). With one level for all
+# windows (no share by length), 2.5 gave about 0.08 on 2-, 3-, 4- and 8-way mixes, and higher
+# thresholds on the long windows.
+NUMERIC_CALIBRATION = 4.7
+MIX_CALIBRATION = 2.0
 
 
-def threshold(n_cusums: int, false_alarms_per_100k: float) -> float:
-    """The CUSUM threshold in nats for a budget over ``n_cusums`` CUSUMs together.
+def log_run_length(n_features: int, false_alarms_per_100k: float) -> float:
+    """ln of each feature's in-control run length, the budget split evenly over the features.
 
-    >>> round(threshold(200, 1.0), 2)
-    17.31
+    >>> round(log_run_length(20, 1.0), 2)
+    14.51
     """
-    return math.log(max(1, n_cusums) * 100_000 / false_alarms_per_100k) + CALIBRATION
+    return math.log(max(1, n_features) * 100_000 / false_alarms_per_100k)
 
 
-def _information_offsets(kl: np.ndarray) -> np.ndarray:
-    """Per-CUSUM threshold offsets ``ln min(1, KL)``: a CUSUM of a small alternative drifts
-    slowly, so it reaches ``h`` ``1 / KL`` times more rarely than Lorden's bound allows for."""
-    return np.log(np.minimum(1.0, kl))
+def threshold(n_features: int, false_alarms_per_100k: float) -> float:
+    """The base CUSUM threshold in nats (where an alternative of 1 nat per event stops, against
+    a long reference).
+
+    >>> round(threshold(20, 1.0), 2)
+    19.21
+    """
+    return log_run_length(n_features, false_alarms_per_100k) + NUMERIC_CALIBRATION
+
+
+def mix_threshold(log_arl: float, categories: int, batch: int, windows: np.ndarray
+                  ) -> np.ndarray:
+    """The category-mix GLR's threshold per window (lengths ``windows``, in batches): its
+    chi-square tail (a gamma of ``(categories - 1) / 2``) at a share of ``batch`` checks' part
+    of the run length that grows with the window. A window of ``w`` events makes about one
+    independent test per ``w`` events, so with one level for all the shortest windows would
+    spend most of the budget; a share proportional to ``w`` gives each window the same part,
+    and the long windows, which find the small changes, a lower threshold.
+
+    >>> h = mix_threshold(log_run_length(11, 1.0), 4, 16, np.array([1, 32, 512]))
+    >>> [round(float(x), 1) for x in h]
+    [19.9, 16.4, 13.5]
+    """
+    share = windows / windows.max() * len(windows)
+    level = np.minimum(0.5, batch * math.exp(-log_arl - MIX_CALIBRATION) * share)
+    return special.gammainccinv(max(1, categories - 1) / 2, level)
 
 
 _NUMERIC_KL = np.array([m * m / 2 for m in MEAN_SHIFTS for _ in (1, -1)]
                        + [r * r / 2 - 0.5 - math.log(r) for r in SD_RATIOS])
+_OFFSETS = 2 * np.log(_NUMERIC_KL)
+
+
+def _thresholds(log_arl: float, n: float | np.ndarray) -> np.ndarray:
+    """Each numeric CUSUM's threshold against a reference of ``n`` values: ``h = log_arl +
+    NUMERIC_CALIBRATION + 2 ln KL``, times ``1 + h / (KL n)``. The reference's estimation error
+    gives each CUSUM a random drift, which matters over the ``h / KL`` events the CUSUM needs
+    (a two-sample comparison's variance grows by that over ``n``): a short reference raises the
+    small shifts' thresholds most, until it has grown."""
+    h = log_arl + NUMERIC_CALIBRATION + _OFFSETS
+    return h * (1 + h / (_NUMERIC_KL * n))
+
+# llr = z * _LINEAR + z^2 * _SQUARE + _CONSTANT per CUSUM (mean: d z - d^2 / 2; sd ratio r:
+# z^2 (1 - 1 / r^2) / 2 - ln r)
+_D = np.array([s * m for m in MEAN_SHIFTS for s in (1, -1)])
+_R = np.array(SD_RATIOS)
+_LINEAR = np.concatenate((_D, 0 * _R))
+_SQUARE = np.concatenate((0 * _D, (1 - 1 / (_R * _R)) / 2))
+_CONSTANT = np.concatenate((-_D * _D / 2, -np.log(_R)))
+
+NUMERIC_NAMES = tuple(f"mean {'up' if s > 0 else 'down'} {m:g} sd"
+                      for m in MEAN_SHIFTS for s in (1, -1)) + ("sd up", "sd down")
 
 
 def _numeric_llr(z: np.ndarray) -> np.ndarray:
     """Per-value log-likelihood ratios of the numeric alternatives: shape (len(z), 10)."""
-    d = np.array([s * m for m in MEAN_SHIFTS for s in (1, -1)])
-    mean = z[:, None] * d - d * d / 2
-    r = np.array(SD_RATIOS)
-    var = -np.log(r) + (z * z)[:, None] / 2 * (1 - 1 / (r * r))
-    return np.hstack((mean, var))
-
-
-NUMERIC_NAMES = tuple(f"mean {'up' if s > 0 else 'down'} {m:g} sd"
-                      for m in MEAN_SHIFTS for s in (1, -1)) + ("sd up", "sd down")
+    return np.multiply.outer(z, _LINEAR) + np.multiply.outer(z * z, _SQUARE) + _CONSTANT
 
 
 def _cusum(s0: np.ndarray, llr: np.ndarray) -> np.ndarray:
@@ -97,10 +165,22 @@ def _cusum(s0: np.ndarray, llr: np.ndarray) -> np.ndarray:
     return c - np.minimum(np.minimum.accumulate(c, axis=0), -s0)
 
 
-class _Feature:
-    """One monitored feature (numeric, or a one-hot group): buffer, reference and CUSUMs."""
+def _xlogx(x: np.ndarray) -> np.ndarray:
+    return special.xlogy(x, x)
 
-    def __init__(self, name: str, categorical: bool, size: int) -> None:
+
+def _mix_glr(window: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Two-sample multinomial log-likelihood ratios of each row of ``window`` counts against the
+    reference counts ``ref``: sum N ln(N / m) + R ln(R / n) - (N + R) ln((N + R) / (m + n))."""
+    m, n = window.sum(axis=1), ref.sum()
+    return (_xlogx(window).sum(axis=1) + _xlogx(ref).sum() - _xlogx(window + ref).sum(axis=1)
+            - _xlogx(m) - _xlogx(n) + _xlogx(m + n))
+
+
+class _Feature:
+    """One monitored feature (numeric, or a one-hot group): buffer, reference and statistics."""
+
+    def __init__(self, name: str, categorical: bool, size: int, batch: int) -> None:
         self.name, self.categorical, self.size = name, categorical, size
         self.vals: list = []  # pending values (or category codes) ...
         self.idx: list[int] = []  # ... and their stream positions
@@ -111,19 +191,20 @@ class _Feature:
         self.recent = np.zeros(RECENT)  # raw values (codes), and positions, for alarms
         self.recent_idx = np.full(RECENT, -1, dtype=np.int64)
         self.seen = 0
-        self.s = self.zero = np.empty(0)
+        self.s = np.empty(0)
         self.later: list[np.ndarray] = []  # watched values, to grow the reference (see flush)
         self.later_n = 0
+        # The GLR's past: cumulative category counts (and positions) at the end of each flush.
+        flushes = max(2, LONGEST // batch)
+        self.lags = np.unique(np.geomspace(1, flushes, WINDOWS).round().astype(np.intp))
+        self.past = np.zeros((flushes + 1, 0))
+        self.past_at = np.zeros(flushes + 1, dtype=np.int64)
+        self.flushes = 0
+        self.mix_h: tuple[tuple[float, int, int] | None, np.ndarray] = (None, np.empty(0))
 
     @property
     def watching(self) -> bool:
         return self.ref_n >= self.size and not self.trending
-
-    @property
-    def n_cusums(self) -> int:
-        if self.categorical:
-            return len(ODDS_RATIOS) * (max(2, len(self.codes)) + 1)
-        return len(NUMERIC_NAMES)
 
     def restart(self) -> None:
         self.ref, self.ref_n, self.trending, self.later, self.later_n = [], 0, False, [], 0
@@ -146,59 +227,59 @@ class _Feature:
         self._freeze(keep=True)
 
     def _keep(self, v: np.ndarray, i: np.ndarray) -> None:
-        pos = (self.seen + np.arange(len(v))) & (RECENT - 1)
-        self.recent[pos], self.recent_idx[pos] = v, i
+        start = self.seen & (RECENT - 1)
+        if start + len(v) <= RECENT:
+            self.recent[start:start + len(v)], self.recent_idx[start:start + len(v)] = v, i
+        else:
+            pos = (self.seen + np.arange(len(v))) & (RECENT - 1)
+            self.recent[pos], self.recent_idx[pos] = v, i
         self.seen += len(v)
 
+    def _kept(self, start: int, end: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
+        """The raw values kept from stream position ``start`` to ``end``, and their positions,
+        oldest first."""
+        keep = (self.recent_idx >= start) & (self.recent_idx <= end)
+        order = np.argsort(self.recent_idx[keep], kind="stable")
+        return self.recent[keep][order], self.recent_idx[keep][order]
+
     def since(self, start: int) -> np.ndarray:
-        """The raw values kept from stream position ``start`` on."""
-        return self.recent[self.recent_idx >= start]
+        """The raw values kept from stream position ``start`` on, oldest first."""
+        return self._kept(start)[0]
 
     def _freeze(self, keep: bool = False) -> None:
         ref = np.concatenate(self.ref)
         self.ref_raw = ref
         if self.categorical:
             k = max(2, len(self.codes)) + 1  # the last code: categories first seen later
-            counts = np.bincount(ref.astype(np.intp), minlength=k)[:k]
-            self.p0 = (counts + 0.5) / (counts.sum() + 0.5 * k)
-            odds = self.p0 / (1 - self.p0)
-            p1 = np.concatenate([odds * r / (1 + odds * r) for r in ODDS_RATIOS])
-            p0 = np.tile(self.p0, len(ODDS_RATIOS))
-            self.llr_hit, self.llr_miss = np.log(p1 / p0), np.log((1 - p1) / (1 - p0))
-            # Lorden's bound as it is: on rare categories the offsets gave 3 false alarms in
-            # 300,000 stationary events at a budget of 1 (Siegmund's is for small steps).
-            self.offsets = np.zeros(len(p1))
-        else:
-            order = np.argsort(np.argsort(ref, kind="stable"))
-            rho = np.corrcoef(order, np.arange(len(ref)))[0, 1] if ref.std() > 0 else 0.0
-            self.trending = bool(abs(rho) > TREND)
-            self.sorted = np.sort(ref)
-            z = self._scores(ref, raw=True)
-            self.z_mean, self.z_sd = float(z.mean()), float(z.std()) or 1.0
-            self.offsets = _information_offsets(_NUMERIC_KL)
-        if keep:
+            counts = np.bincount(ref.astype(np.intp), minlength=k)[:k].astype(float)
+            counts[-1] = max(0.5, float(np.sum(counts[:-1] == 1)))  # Good-Turing: seen once
+            self.p0 = counts / counts.sum()
+            self.ref_counts = counts
+            if not keep or self.past.shape[1] != k:  # (new categories: the past restarts)
+                self.past = np.zeros((len(self.past), k))
+                self.flushes = 0
             return
-        self.s = np.zeros(len(self.llr_hit) if self.categorical else len(NUMERIC_NAMES))
-        self.zero = np.zeros(len(self.s), dtype=np.int64)  # position where each CUSUM was 0
+        self.sorted = np.sort(ref)
+        mid = self._ranks(ref)  # mid-ranks: ties (a binary feature) do not look like a trend
+        rho = np.corrcoef(mid, np.arange(len(ref)))[0, 1] if mid.std() > 0 else 0.0
+        self.trending = bool(abs(rho) > TREND)
+        z = special.ndtri((mid / 2 + 0.5) / (len(ref) + 1))
+        self.z_mean, self.z_sd = float(z.mean()), float(z.std()) or 1.0
+        if not keep:
+            self.s = np.zeros(len(NUMERIC_NAMES))
 
-    def _scores(self, v: np.ndarray, raw: bool = False) -> np.ndarray:
-        n = len(self.sorted)
-        rank = (np.searchsorted(self.sorted, v, "left") + np.searchsorted(self.sorted, v, "right"))
-        z = special.ndtri((rank / 2 + 0.5) / (n + 1))
-        return z if raw else (z - self.z_mean) / self.z_sd
+    def _ranks(self, v: np.ndarray) -> np.ndarray:
+        """Twice the mid-ranks of ``v`` in the reference."""
+        return (np.searchsorted(self.sorted, v, "left")
+                + np.searchsorted(self.sorted, v, "right")).astype(float)
 
-    def _llr(self, v: np.ndarray) -> np.ndarray:
-        if not self.categorical:
-            return _numeric_llr(self._scores(v))
-        k = len(self.p0)
-        codes = np.minimum(v.astype(np.intp), k - 1)
-        hit = np.zeros((len(v), k), dtype=bool)
-        hit[np.arange(len(v)), codes] = True
-        hit = np.tile(hit, len(ODDS_RATIOS))
-        return np.where(hit, self.llr_hit, self.llr_miss)
+    def _scores(self, v: np.ndarray) -> np.ndarray:
+        z = special.ndtri((self._ranks(v) / 2 + 0.5) / (len(self.sorted) + 1))
+        return (z - self.z_mean) / self.z_sd
 
-    def flush(self, h: float) -> tuple[int, int, int, float] | None:
-        """Run the pending values; (CUSUM, crossing position, change point, value) on a crossing."""
+    def flush(self, log_arl: float, batch: int) -> tuple[int, int, int, float, float] | None:
+        """Run the pending values; (column, crossing position, change point, value, threshold)
+        when a statistic crosses its threshold (column: the CUSUM, or the category)."""
         if not self.vals:
             return None
         v, i = _floats(self.vals), np.array(self.idx, dtype=np.int64)
@@ -216,22 +297,68 @@ class _Feature:
                 self._freeze()
         if not len(v) or not self.watching:
             return None
-        s = _cusum(self.s, self._llr(v))
+        found = self._mix(v, i, log_arl, batch) if self.categorical else self._cusums(v, i,
+                                                                                      log_arl)
         self._grow(v)
-        rows, cols = np.nonzero(s > h + self.offsets)
-        if rows.size:
-            first = int(rows.min())
-            col = int(cols[rows == first][np.argmax(s[first, cols[rows == first]])])
-            zeros = np.nonzero(s[:first, col] == 0)[0]
-            start = int(i[zeros[-1]]) if zeros.size else int(self.zero[col])
+        if found:
             self.restart()
-            return col, int(i[first]), start + 1, float(s[first, col])
+        return found
+
+    def _cusums(self, v: np.ndarray, i: np.ndarray, log_arl: float
+                ) -> tuple[int, int, int, float, float] | None:
+        s = _cusum(self.s, _numeric_llr(self._scores(v)))
         self.s = s[-1]
-        at_zero = s == 0
-        any_zero = at_zero.any(axis=0)
-        last = len(v) - 1 - np.argmax(at_zero[::-1], axis=0)
-        self.zero = np.where(any_zero, i[last], self.zero)
-        return None
+        return self._crossing(s, i, _thresholds(log_arl, len(self.sorted)))
+
+    def _crossing(self, s: np.ndarray, i: np.ndarray, h: np.ndarray
+                  ) -> tuple[int, int, int, float, float] | None:
+        """The first crossing of the CUSUM values ``s`` (a row per position ``i``), if any."""
+        rows, cols = np.nonzero(s > h)
+        if not rows.size:
+            return None
+        first = int(rows.min())
+        col = int(cols[rows == first][np.argmax(s[first, cols[rows == first]])])
+        return col, int(i[first]), self._left_zero(col, i[first]), float(s[first, col]), float(
+            h[col])
+
+    def _left_zero(self, col: int, at: int) -> int:
+        """Where the CUSUM ``col`` crossing at ``at`` last left zero: the start of the kept
+        values' suffix up to ``at`` with the largest summed log-likelihood ratio."""
+        x, pos = self._kept(0, at)
+        z = self._scores(x)
+        llr = z * _LINEAR[col] + z * z * _SQUARE[col] + _CONSTANT[col]
+        tail = np.cumsum(llr[::-1])[::-1]  # sum of llr from each value to the crossing
+        return int(pos[int(np.argmax(tail))])
+
+    def _mix(self, v: np.ndarray, i: np.ndarray, log_arl: float, batch: int
+             ) -> tuple[int, int, int, float, float] | None:
+        k = self.past.shape[1]
+        codes = np.minimum(v.astype(np.intp), k - 1)
+        size = len(self.past)
+        if not self.flushes:  # the first window starts with these values
+            self.past_at[0] = i[0] - 1
+        total = self.past[self.flushes % size] + np.bincount(codes, minlength=k)
+        self.flushes += 1
+        self.past[self.flushes % size], self.past_at[self.flushes % size] = total, i[-1]
+        lags = self.lags[self.lags <= self.flushes]
+        g = _mix_glr(total - self.past[(self.flushes - lags) % size], self.ref_counts)
+        key = (log_arl, int(np.sum(self.ref_counts[:-1] > 0)), batch)
+        if self.mix_h[0] != key:
+            self.mix_h = key, mix_threshold(*key, self.lags)
+        h = self.mix_h[1][:len(lags)]
+        best = int(np.argmax(g - h))
+        if g[best] <= h[best]:
+            return None
+        start = int(self.past_at[(self.flushes - lags[best]) % size]) + 1
+        # the maximum-likelihood start of the changed suffix, looked for over twice the window
+        back, at = self._kept(max(0, 2 * start - int(i[-1])))
+        if back.size:
+            start = int(at[_change_start(np.minimum(back.astype(np.intp), k - 1),
+                                         np.log(self.p0))])
+        after = np.minimum(self.since(start).astype(np.intp), k - 1)
+        q = np.bincount(after, minlength=k) / max(1, after.size)
+        col = int(np.argmax(np.abs(q - self.p0) / np.sqrt(self.p0 * (1 - self.p0))))
+        return col, int(i[-1]), start, float(g[best]), float(h[best])
 
     def moved(self, start: int) -> float:
         """How far this feature moved since ``start``: the largest standardised shift."""
@@ -248,6 +375,45 @@ class _Feature:
             return 0.0
         sd = float(self.ref_raw.std()) or 1.0
         return float(abs(after.mean() - self.ref_raw.mean()) / sd)
+
+
+def _run_together(group: list[_Feature], log_arl: float
+                  ) -> dict[int, tuple[int, int, int, float, float]] | None:
+    """Run the pending values of watched numeric features as one matrix, when all of them came
+    at the same positions (each event carried every feature): per-feature results as
+    ``_Feature.flush`` gives them, by the feature's place in ``group``; None when they differ."""
+    idx = group[0].idx
+    if any(f.idx != idx for f in group):
+        return None
+    try:
+        v = np.array([f.vals for f in group], dtype=float)  # (features, values)
+    except (TypeError, ValueError):
+        return None
+    if np.isnan(v).any():
+        return None
+    i = np.array(idx, dtype=np.int64)
+    ranks = np.empty_like(v)
+    for j, f in enumerate(group):
+        f.vals.clear()  # in place: the monitor's routes hold these lists
+        f.idx.clear()
+        f._keep(v[j], i)
+        ranks[j] = f._ranks(v[j])
+    n = np.array([len(f.sorted) for f in group], dtype=float)[:, None]
+    mean = np.array([f.z_mean for f in group])[:, None]
+    sd = np.array([f.z_sd for f in group])[:, None]
+    z = ((special.ndtri((ranks / 2 + 0.5) / (n + 1)) - mean) / sd).T  # (values, features)
+    s = _cusum(np.array([f.s for f in group]), _numeric_llr(z))  # (values, features, 10)
+    h = _thresholds(log_arl, n)  # (features, 10)
+    crossed = np.nonzero((s > h).any(axis=(0, 2)))[0]
+    found = {}
+    for j in crossed.tolist():
+        found[j] = group[j]._crossing(s[:, j], i, h[j])
+    for j, f in enumerate(group):
+        f.s = s[-1, j]
+        f._grow(v[j])
+        if j in found:
+            f.restart()
+    return found
 
 
 class SequentialDriftMonitor(FeatureRouter):
@@ -269,10 +435,16 @@ class SequentialDriftMonitor(FeatureRouter):
         super().__init__()
 
     @property
+    def log_run_length(self) -> float:
+        """ln of each watched feature's in-control run length (the budget split evenly)."""
+        watched = sum(not f.trending for f in self._features.values())
+        return log_run_length(watched, self.false_alarms_per_100k)
+
+    @property
     def threshold(self) -> float:
-        """The shared CUSUM threshold (nats) for the budget over all CUSUMs of all features."""
-        return threshold(sum(f.n_cusums for f in self._features.values() if not f.trending),
-                         self.false_alarms_per_100k)
+        """The base CUSUM threshold (nats): a CUSUM stops at h = it + 2 ln KL, times
+        1 + h / (KL n) against a reference of n values (``_thresholds``)."""
+        return self.log_run_length + NUMERIC_CALIBRATION
 
     @property
     def unwatched(self) -> list[str]:
@@ -280,19 +452,25 @@ class SequentialDriftMonitor(FeatureRouter):
         return [f.name for f in self._features.values() if f.trending]
 
     def _new(self, name: str, categorical: bool) -> _Feature:
-        return _Feature(name, categorical, self.reference)
+        return _Feature(name, categorical, self.reference, self.batch)
 
     def _check(self) -> list[Alarm]:
-        h, found = self.threshold, []
-        for feature in self._features.values():
-            crossed = feature.flush(h)
+        log_arl, features = self.log_run_length, list(self._features.values())
+        # The watched numeric features, when their values came together, run as one matrix.
+        group = [f for f in features if not f.categorical and f.watching and f.vals]
+        together = _run_together(group, log_arl) if len(group) > 1 else None
+        ran = {id(f) for f in group} if together is not None else set()
+        crossings = {id(group[j]): c for j, c in (together or {}).items()}
+        found = []
+        for feature in features:
+            crossed = crossings.get(id(feature)) if id(feature) in ran else feature.flush(
+                log_arl, self.batch)
             if crossed:
                 found.append((feature, *crossed))
-        return [self._alarm(h, *f) for f in found]
+        return [self._alarm(*f) for f in found]
 
-    def _alarm(self, h: float, feature: _Feature, col: int, index: int, start: int,
-               stat: float) -> Alarm:
-        h += float(feature.offsets[col])  # this CUSUM's own threshold
+    def _alarm(self, feature: _Feature, col: int, index: int, start: int, stat: float,
+               h: float) -> Alarm:
         after = feature.since(start)
         after = after[:max(1, index - start + 1)] if after.size else after
         since = min(start, index - RANK_SPAN)  # a span long enough to rank by
@@ -307,9 +485,8 @@ class SequentialDriftMonitor(FeatureRouter):
             q = np.bincount(codes, minlength=k) / max(1, len(after))
             before = {label[c]: round(float(feature.p0[c]), 4) for c in range(k)}
             now = {label[c]: round(float(q[c]), 4) for c in range(k)}
-            cat, up = label[col % k], ODDS_RATIOS[col // k] > 1
-            direction = f"{cat} {'gained' if up else 'lost'}"
-            return Alarm(self.kind, "cusum", feature.name, stat, h, index, start, None,
+            direction = f"{label[col]} {'gained' if q[col] > feature.p0[col] else 'lost'}"
+            return Alarm(self.kind, "glr", feature.name, stat, h, index, start, None,
                          direction=direction, shares_before=before, shares_after=now, moved=also)
         ref = feature.ref_raw
         name = NUMERIC_NAMES[col]
