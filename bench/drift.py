@@ -87,7 +87,8 @@ from bench.drift_streams import (
     make_stream,
 )
 from bench.record import save_record, start_record
-from driftway.logic.drift import ConceptDriftDetector, DataDriftMonitor
+from bench.window_monitor import DataDriftMonitor
+from driftway.logic.drift import ConceptDriftDetector
 from driftway.logic.models import make_model
 from driftway.settings import DriftSettings
 from driftway.streams.drift import ModelMonitors

@@ -17,7 +17,32 @@ from driftway.logic.sequential import (
     mix_threshold,
     threshold,
 )
-from tests.unit.logic.test_drift import CITIES, feature_rows
+
+NAMES = [f"f{j}" for j in range(20)]
+CITIES = ["a", "b", "c", "d"]
+
+
+def feature_rows(n: int, seed: int, shift_at: int | None = None, shifted: str = "f7",
+                 cities_change_at: int | None = None) -> list[dict[str, float]]:
+    """20 standard Gaussian features and a one-hot city; positions are 1-based like Alarm.index.
+
+    From update ``shift_at`` on, ``shifted`` has mean 1 (+1 sd); from ``cities_change_at`` on,
+    the cities go from (0.4, 0.3, 0.2, 0.1) to uniform.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(NAMES)))
+    if shift_at is not None:
+        x[shift_at - 1:, NAMES.index(shifted)] += 1.0
+    before = rng.choice(4, size=n, p=[0.4, 0.3, 0.2, 0.1])
+    after = rng.choice(4, size=n)
+    city = before if cities_change_at is None else np.where(
+        np.arange(1, n + 1) >= cities_change_at, after, before)
+    rows = []
+    for values, c in zip(x.tolist(), city.tolist(), strict=True):
+        row = dict(zip(NAMES, values, strict=True))
+        row[f"city={CITIES[c]}"] = 1.0
+        rows.append(row)
+    return rows
 
 
 def seq_run(rows: list[dict[str, float]], **kwargs: float) -> list[Alarm]:
@@ -217,3 +242,21 @@ def test_features_run_together_alarm_as_they_do_one_by_one(monkeypatch: pytest.M
     together = alarms()
     monkeypatch.setattr(sequential, "_run_together", lambda group, log_arl: None)
     assert alarms() == together and [f for _, f, *_ in together] == ["f7", "f5"]
+
+
+def test_missing_values_are_skipped_and_a_late_feature_gets_its_own_reference() -> None:
+    rng = random.Random(5)
+    monitor = SequentialDriftMonitor(reference=500)
+    alarms = []
+    for i in range(1, 8001):
+        row: dict[str, float | None] = {"always": rng.gauss(0, 1)}
+        if i % 2:
+            row["odd"] = rng.gauss(5, 1)  # absent on even updates: not zeros
+        else:
+            row["odd"] = None if i % 4 else float("nan")
+        if i > 3000:
+            row["late"] = rng.gauss(0 if i < 6000 else 2, 1)
+        alarms += monitor.update(row)  # type: ignore[arg-type]
+    assert [a.feature for a in alarms] == ["late"]
+    assert 6000 <= alarms[0].index <= 6000 + 50
+    assert abs(alarms[0].change_point - 6000) <= 20
