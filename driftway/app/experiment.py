@@ -249,11 +249,19 @@ def deploy_shadow(settings: Settings, line: str, winner: Outcome, history: Histo
             hyperparameters={"spec": winner.candidate, "estimator": repr(model),
                              "kind": "classifier" if check_binary(model, []) else "regressor"},
             chunk_bytes=settings.processing.artifact_chunk_bytes)
+        known = meta.version in registry.versions  # the same state, published before
+        deployed = meta.version == current.champion or meta.version in current.shadows
         deployment = next_deployment(current, line, "shadow", meta.version,
                                      f"best of experiment {experiment}", by="cli")
+    if deployed:
+        click.echo(f"{meta.version[:12]}, the best, is deployed already ("
+                   f"{'champion' if meta.version == current.champion else 'shadow'}): "
+                   "nothing changed", err=True)
+        return meta.version
 
     def write(emit: Any) -> None:
-        publish_version(emit, settings, meta, artifact)
+        if not known:  # a version's metadata is written once: its lineage stays as it was
+            publish_version(emit, settings, meta, artifact)
         write_deployment(emit, settings, deployment)
 
     deliver(settings, write)
@@ -285,17 +293,17 @@ def print_results(records: list[ExperimentResult], metric: str) -> None:
     names = [m for m in HIGHER_IS_BETTER if any(m in r.metrics for r in records)]
     table = Table(box=box.SIMPLE_HEAD, title=f"experiment {records[0].experiment} "
                   f"({records[0].model}, from the training {records[0].source})")
-    table.add_column("contender", overflow="fold", ratio=1)
+    table.add_column("contender", overflow="fold", min_width=20)
     for column in ("examples", *names, "examples/s"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("", no_wrap=True)
     for r in records:
-        note = (f"best {metric}" + (f", shadow {r.shadow[:12]}" if r.shadow else "")
-                if r.best else "")
-        table.add_row("served (champion)" if r.role == "served" else r.candidate,
-                      f"{r.examples:,}",
+        name = "served (champion)" if r.role == "served" else r.candidate
+        if r.best:
+            name += f"\n[bold]← best {metric}[/bold]" + (f", shadow {r.shadow[:12]}"
+                                                        if r.shadow else "")
+        table.add_row(name, f"{r.examples:,}",
                       *(f"{r.metrics[m]:.4f}" if m in r.metrics else "—" for m in names),
-                      f"{r.examples_per_s:,.0f}" if r.examples_per_s else "", note)
+                      f"{r.examples_per_s:,.0f}" if r.examples_per_s else "")
     console.print(table)
 
 

@@ -27,13 +27,14 @@ N = 1500
 LABEL_DELAY = 40
 
 
-def experiment(settings: Settings, *args: str) -> list[dict[str, Any]]:
+def experiment(settings: Settings, *args: str) -> tuple[list[dict[str, Any]], str]:
+    """The records `driftway experiment` printed, and what it said on stderr."""
     done = subprocess.run([sys.executable, "-m", "driftway", "experiment", *args,
                            "--format", "json"], env=settings_env(settings),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     records: list[dict[str, Any]] = json.loads(done.stdout)
-    return records
+    return records, done.stderr
 
 
 def test_candidates_replay_the_stored_history_and_the_best_becomes_a_shadow(
@@ -56,8 +57,8 @@ def test_candidates_replay_the_stored_history_and_the_best_becomes_a_shadow(
         wait_for(lambda: query(settings, "SELECT count() FROM training").rows[0][0],
                  lambda n: n == N, 120, f"the {N} joined examples in the training table")
 
-        table = experiment(settings, "--model", "logistic_regression",
-                           "--model", "hoeffding_tree", "--jobs", "2", "--shadow-best")
+        table, _ = experiment(settings, "--model", "logistic_regression",
+                              "--model", "hoeffding_tree", "--jobs", "2", "--shadow-best")
         assert [r["role"] for r in table] == ["served", "candidate", "candidate"]
         assert {r["source"] for r in table} == {"table"}
         assert all(r["examples"] == N for r in table)
@@ -73,14 +74,25 @@ def test_candidates_replay_the_stored_history_and_the_best_becomes_a_shadow(
                                                      for r in table[1:])
 
         # The training topic holds the same examples in the same order: the same figures.
-        topic = experiment(settings, "--model", "logistic_regression", "--source", "topic")
+        topic, _ = experiment(settings, "--model", "logistic_regression", "--source", "topic")
         assert topic[1]["source"] == "topic" and topic[1]["examples"] == N
         assert topic[1]["metrics"] == table[1]["metrics"]
 
-        # Both runs land in the experiments table, one row per contender.
+        # The same best again: the same state, deployed already; nothing is written twice.
+        shadowed = (f"SELECT count() FROM deployments WHERE action = 'shadow' "
+                    f"AND version = '{best[0]['shadow']}'")
+        wait_for(lambda: query(settings, shadowed).rows[0][0], lambda n: n == 1, 60,
+                 "the shadow's deployment row")
+        again, said = experiment(settings, "--model", "logistic_regression",
+                                 "--model", "hoeffding_tree", "--shadow-best")
+        assert [r["shadow"] for r in again if r["best"]] == [best[0]["shadow"]]
+        assert "is deployed already (shadow): nothing changed" in said
+
+        # The three runs land in the experiments table, one row per contender.
         wait_for(lambda: query(settings, "SELECT experiment, candidate, role, accuracy "
                                          "FROM experiments ORDER BY ts").rows,
-                 lambda rows: len(rows) == 5, 60, "the experiments' rows")
+                 lambda rows: len(rows) == 8, 60, "the experiments' rows")
+        assert query(settings, shadowed).rows[0][0] == 1
 
         # The best is a published version, deployed as a shadow, and scoring serves it.
         shadow = best[0]["shadow"]
