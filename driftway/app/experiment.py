@@ -41,7 +41,7 @@ from driftway.logic.experiment import (
     served_outcome,
     trained,
 )
-from driftway.logic.models import coerce_label, make_model
+from driftway.logic.models import coerce_label, is_classifier, make_model
 from driftway.schemas.events import ExperimentResult, LabelValue
 
 if TYPE_CHECKING:
@@ -108,35 +108,35 @@ class HistoryRows:
             served: LabelValue | None, score: float | None, predicted_at: float | None,
             labelled_at: float | None) -> None:
         try:
-            coerce_label(self.template, label)
+            y = coerce_label(self.template, label)
         except ValueError:  # a label the line cannot learn: the learner refused it too
             self.refused += 1
             return
         self.offsets.append(offset)
         self.xs.append(features)
         self.ys.append(label)
-        value = self.served_value(served, score)
+        value, answer = self.served_answer(served, score)
         self.served.append(value)
-        self.served_right.append(
-            None if value is None or not self.classifier
-            else coerce_label(self.template, served) == coerce_label(self.template, label))
+        self.served_right.append(None if value is None or not self.classifier else answer == y)
         self.times.append(None if predicted_at is None or labelled_at is None
                           else (predicted_at, labelled_at))
 
-    def served_value(self, served: LabelValue | None, score: float | None) -> float | None:
+    def served_answer(self, served: LabelValue | None, score: float | None
+                      ) -> tuple[float | None, LabelValue | None]:
         """P(positive) the champion gave (binary classifiers: its score is the probability of
-        the class it predicted), or the value it predicted (regressors)."""
+        the class it predicted), or the value it predicted (regressors); and its answer as the
+        line learns labels. (None, None) when it gave none."""
         if served is None or served == "":
-            return None
+            return None, None
         try:
-            value = coerce_label(self.template, served)
+            answer = coerce_label(self.template, served)
         except ValueError:
-            return None
+            return None, None
         if not self.classifier:
-            return float(value)
+            return float(answer), answer
         if score is None:
-            return 1.0 if value else 0.0
-        return score if value else 1.0 - score
+            return (1.0 if answer else 0.0), answer
+        return (score if answer else 1.0 - score), answer
 
     def history(self) -> History:
         if self.refused:
@@ -247,7 +247,7 @@ def deploy_shadow(settings: Settings, line: str, winner: Outcome, history: Histo
                                              end=history.offsets[-1] + 1),
             examples_seen=len(history), metrics=winner.metrics,
             hyperparameters={"spec": winner.candidate, "estimator": repr(model),
-                             "kind": "classifier" if check_binary(model, []) else "regressor"},
+                             "kind": "classifier" if is_classifier(model) else "regressor"},
             chunk_bytes=settings.processing.artifact_chunk_bytes)
         known = meta.version in registry.versions  # the same state, published before
         deployed = meta.version == current.champion or meta.version in current.shadows
@@ -346,7 +346,7 @@ def experiment(ctx: click.Context, specs: tuple[str, ...], line: str | None,
         templates = [make_model(spec) for spec in specs]
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    kinds = {check_binary(t, []) for t in templates}
+    kinds = {is_classifier(t) for t in templates}
     if len(kinds) > 1:
         raise click.ClickException("the candidates mix classifiers and regressors: compare "
                                    "models of one kind")

@@ -43,14 +43,12 @@ def replay_order(times: Sequence[tuple[float, float] | None],
     return order
 
 
-def replay(model: Any, xs: Sequence[dict[str, float]], ys: Sequence[Any],
+def replay(model: Any, xs: Sequence[dict[str, float]], labels: Sequence[Any],
            order: Sequence[tuple[str, int]]) -> np.ndarray:
     """Each example's prediction by ``model``: P(positive) for binary classifiers, the
-    predicted value for regressors, in example order (the model learns as it goes)."""
+    predicted value for regressors, in example order (the model learns as it goes, from
+    `labels` as it learns them: see ``coerced``)."""
     classifier = is_classifier(model)
-    coerced: dict[Any, Any] = {}  # one coercion per distinct label value, not per example
-    labels = [coerced[y] if y in coerced else coerced.setdefault(y, coerce_label(model, y))
-              for y in ys]
     out = [0.0] * len(xs)  # a list: item assignment into numpy costs more than the model
     predict = model.predict_proba_one if classifier else model.predict_one
     learn = model.learn_one
@@ -148,10 +146,10 @@ def run_candidate(spec: str, history: History, label_delay: int = 0) -> Outcome:
     classifier = check_binary(model, history.ys)
     order = replay_order(history.times, label_delay)
     start = time.perf_counter()
-    predicted = replay(model, history.xs, history.ys, order)
+    labels = coerced(model, history.ys)
+    predicted = replay(model, history.xs, labels, order)
     seconds = time.perf_counter() - start
-    return Outcome(spec, metrics_of(predicted, coerced(model, history.ys), classifier),
-                   len(history), seconds)
+    return Outcome(spec, metrics_of(predicted, labels, classifier), len(history), seconds)
 
 
 def served_outcome(history: History, classifier: bool) -> Outcome | None:
@@ -167,6 +165,7 @@ def served_outcome(history: History, classifier: bool) -> Outcome | None:
 
 
 def coerced(model: Any, ys: Sequence[Any]) -> list[Any]:
+    """`ys` as `model` learns them: one coercion per distinct value, not per example."""
     seen: dict[Any, Any] = {}
     return [seen[y] if y in seen else seen.setdefault(y, coerce_label(model, y)) for y in ys]
 
