@@ -345,8 +345,8 @@ def bench_latency(stack: Stack, settings: Settings, data: Events, rate: float,
         "ms": quantiles(total),
         "produce_to_predicted_at_ms": quantiles(to_predicted),
         "breakdown_ms": {
-            "send_to_features": quantiles(to_features),
-            "features_to_prediction": quantiles(to_prediction),
+            "send_to_scoring": quantiles(to_features),
+            "scoring_to_prediction": quantiles(to_prediction),
             "prediction_to_subscriber": quantiles(to_subscriber),
             "serving_latency_field": quantiles(serving),
         },
@@ -424,11 +424,11 @@ def print_report(r: dict[str, Any]) -> None:
                   f"p50 {f(ms.get('p50'), 1)} ms\np99 {f(ms.get('p99'), 1)} ms\n"
                   f"max {f(ms.get('max'), 1)} ms",
                   f"{lat['measured']:,} of {lat['sent']:,} events measured{ok}; achieved "
-                  f"{f(lat['achieved_rate'])} ev/s; p50/p99 per leg: send→features "
-                  f"{f(bd['send_to_features'].get('p50'), 1)}/"
-                  f"{f(bd['send_to_features'].get('p99'), 1)}, features→prediction "
-                  f"{f(bd['features_to_prediction'].get('p50'), 1)}/"
-                  f"{f(bd['features_to_prediction'].get('p99'), 1)}, prediction→subscriber "
+                  f"{f(lat['achieved_rate'])} ev/s; p50/p99 per leg: send→scoring "
+                  f"{f(bd['send_to_scoring'].get('p50'), 1)}/"
+                  f"{f(bd['send_to_scoring'].get('p99'), 1)}, scoring→prediction "
+                  f"{f(bd['scoring_to_prediction'].get('p50'), 1)}/"
+                  f"{f(bd['scoring_to_prediction'].get('p99'), 1)}, prediction→subscriber "
                   f"{f(bd['prediction_to_subscriber'].get('p50'), 1)}/"
                   f"{f(bd['prediction_to_subscriber'].get('p99'), 1)} ms")
     tp = r.get("throughput")
@@ -576,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:
         r["error"] = f"{type(exc).__name__}: {exc}"
         console.print(f"[red]benchmark failed: {r['error']}[/red]")
-        for name in ("features", "scoring", "sink"):
+        for name in ("scoring", "feedback", "sink"):
             console.print(f"[bold]--- last lines of {name}.log[/bold]\n{stack.tail(name)}")
         if "peak_memory_mib" not in r:
             with contextlib.suppress(OSError, psutil.Error):

@@ -53,7 +53,7 @@ from driftway.logic import artifacts
 from driftway.logic.features import featurize
 from driftway.logic.models import coerce_label, make_model
 from driftway.logic.registry import next_deployment, publish_version, write_deployment
-from driftway.schemas.events import Deployment, FeatureVector, ModelVersion, Prediction, RawEvent
+from driftway.schemas.events import Deployment, ModelVersion, Prediction, RawEvent
 from driftway.sdk import EventProducer
 from driftway.settings import KafkaSettings, ProcessingSettings, Settings
 from driftway.streams.scoring import DeploymentWatcher
@@ -175,7 +175,7 @@ class Seen(NamedTuple):
     offset: int
     event_id: str
     version: str
-    received_at: float  # when the features processor took the event
+    received_at: float  # when scoring took the event
     predicted_at: float
     latency_ms: float  # since scoring's batch started
 
@@ -187,21 +187,21 @@ class Seen(NamedTuple):
 
 class PredictionReader(threading.Thread):
     """Reads every record of the predictions topic from the beginning (assigned, no group), and
-    when each event's feature vector was written to the features topic (its record's timestamp),
-    which shows how long scoring's intake kept it waiting."""
+    when each raw event was written to the raw topic (its record's timestamp), which shows how
+    long scoring's intake kept it waiting."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(name="bench-predictions", daemon=True)
         self.consumer = Consumer({**client_config(settings),
                                   "group.id": f"bench-swap-{uuid.uuid4().hex[:8]}",
                                   "enable.auto.commit": False})
-        self.predictions, self.features = settings.topic("predictions"), settings.topic("features")
+        self.predictions, self.raw = settings.topic("predictions"), settings.topic("raw")
         meta = self.consumer.list_topics(timeout=10).topics
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
-                              for topic in (self.predictions, self.features)
+                              for topic in (self.predictions, self.raw)
                               for p in meta[topic].partitions])
         self.records: list[Seen] = []
-        self.features_at: dict[str, float] = {}  # event id → when its feature vector was written
+        self.features_at: dict[str, float] = {}  # event id → when its raw event was written
         self.ids: set[str] = set()
         self.newest: dict[str, float] = {}  # version → latest predicted_at read so far
         self.stopping = threading.Event()
@@ -215,9 +215,9 @@ class PredictionReader(threading.Thread):
                         if msg.error().code() != KafkaError._PARTITION_EOF:
                             raise RuntimeError(f"predictions consumer: {msg.error()}")
                         continue
-                    if msg.topic() == self.features:
-                        vector = FeatureVector.from_bytes(msg.value() or b"")
-                        self.features_at[vector.event_id] = msg.timestamp()[1] / 1000
+                    if msg.topic() == self.raw:
+                        event = RawEvent.model_validate_json(msg.value() or b"")
+                        self.features_at[event.event_id] = msg.timestamp()[1] / 1000
                         continue
                     p = Prediction.from_bytes(msg.value() or b"")
                     self.records.append(Seen(msg.partition(), msg.offset(), p.event_id,
@@ -333,9 +333,9 @@ def analyse_swaps(swaps: list[Swap], records: list[Seen], features_at: dict[str,
             **asdict(s),
             "latency_ms": (first.predicted_at - s.written_at) * 1000,
             "first_new_batch_started_ms": (first.batch_started_at - s.written_at) * 1000,
-            # negative: the event had reached the features processor before the write
+            # negative: the event had reached scoring before the write
             "first_new_event_received_ms": (first.received_at - s.written_at) * 1000,
-            # how long its feature vector had waited in the features topic for scoring
+            # how long its raw event had waited in the raw topic for scoring
             "first_new_event_waited_ms": (first.batch_started_at - features_at[first.event_id])
             * 1000 if first.event_id in features_at else None,
             "old_version_predictions_after_write": len(old),
@@ -356,7 +356,7 @@ def scoring_batches(records: list[Seen], features_at: dict[str, float], start: f
     """Scoring's batches that started between two times: how far apart they started; the mean
     wait from a random instant until the next one starts (Σgap² / 2Σgap), which is the part of a
     swap's latency that is the batch boundary; and how long their events' feature vectors had
-    waited in the features topic (long waits with scoring idle are intake stalls)."""
+    waited in the raw topic (long waits with scoring idle are intake stalls)."""
     during = [r for r in records if start <= r.batch_started_at <= end]
     starts: list[float] = []
     for t in sorted(r.batch_started_at for r in during):
@@ -430,7 +430,7 @@ def print_report(r: dict[str, Any]) -> None:
                   f"{f(sb['gap_ms'].get('max'), 1)} ms apart")
     fb = sb["features_to_batch_start_ms"]
     t.add_row("scoring's intake", ms3(fb),
-              "feature vector written to the features topic → scoring's batch with it "
+              "raw event written to the raw topic → scoring's batch with it "
               f"starts; {f((sb['events_waiting_over_500_ms'] or 0) * 100, 1)} % of events "
               "waited over 500 ms. Long waits while scoring is idle stall the swaps too: "
               "no batch starts, so the new version makes no prediction")
@@ -646,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:
         r["error"] = f"{type(exc).__name__}: {exc}"
         console.print(f"[red]benchmark failed: {r['error']}[/red]")
-        for name in ("features", "scoring", "sink"):
+        for name in ("scoring", "sink"):
             console.print(f"[bold]--- last lines of {name}.log[/bold]\n{stack.tail(name)}")
         if not isinstance(exc, Exception):
             raise

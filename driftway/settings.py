@@ -175,6 +175,12 @@ class ProcessingSettings(BaseModel):
         "rates output is visible within milliseconds, and each processor commits at most "
         "1/commit_min_interval times a second; under load (input never quiet) commits come "
         "every commit_interval. The sink commits at sink.flush_seconds only.")
+    commit_idle_interval: float = Field(
+        1.0, gt=0, le=60, description="Seconds a transaction stays open while it holds nothing "
+        "another reader waits for — only input offsets and the processor's own state changelog "
+        "(the drift watcher between alarms, feedback while no label comes): its commit shows "
+        "nobody anything, so it is not worth a commit every few milliseconds (each costs the "
+        "broker several requests). A crash re-reads at most this much input.")
     metrics_log_seconds: float = Field(
         30.0, gt=0, description="Seconds between two metrics lines of a processor on the "
         "runtime (records/s, dead letters, batch and commit times, lag) in its log.")

@@ -275,7 +275,8 @@ class InvalidRecord(ValueError):
 
 
 class FeatureVector(Struct, kw_only=True):
-    """Output of the features processor: numeric features ready for a model."""
+    """A raw event's features as scoring makes them (no topic carries it): numeric features
+    ready for a model."""
 
     event_id: str
     entity_id: str

@@ -29,7 +29,6 @@ from driftway.schemas.events import (
     Deployment,
     DriftEvent,
     ExperimentResult,
-    FeatureVector,
     FeedbackOutcome,
     Label,
     Metric,
@@ -113,7 +112,6 @@ class Processor:
 
 TOPICS: tuple[Topic, ...] = (
     Topic("raw", RawEvent, "entity id"),
-    Topic("features", FeatureVector, "entity id"),
     Topic("predictions", Prediction, "entity id", table="predictions"),
     Topic("labels", Label, "event id", table="labels", checked_by="feedback"),
     # What scoring served, keyed by event id: co-partitioned with labels for the join.
@@ -155,7 +153,7 @@ TOPICS: tuple[Topic, ...] = (
     # ClickHouse): the latest record per processor/instance, read by the live status.
     Topic("health", ProcessHealth, "processor/instance", partitions=1, retention_days=None,
           transactional=False),
-    # The features processor's per-entity state, by input partition (its changelog).
+    # Scoring's per-entity feature state, by input partition (its changelog).
     Topic("features-state", None, "entity id", retention_days=None),
     # The feedback join's entries (served events waiting for labels and the reverse), by event id.
     Topic("feedback-state", None, "event id", retention_days=None),
@@ -169,10 +167,12 @@ COMMAND_TOPICS = ("dead-letter-replays", "experiments")
 REGISTRY = ("model-versions", "model-artifacts", "deployments")
 
 PROCESSORS: tuple[Processor, ...] = (
-    Processor("features", reads=("raw",), writes=("features", "dead-letters", "features-state"),
-              module="driftway.streams.features", runs_on="runtime", state="features-state"),
-    Processor("scoring", reads=("features",), writes=("predictions", "served", "dead-letters"),
-              module="driftway.streams.scoring", runs_on="runtime"),
+    # Features and scoring in one processor: both are keyed by entity id, so a raw event's
+    # features are made where it is scored, without a topic, a hop and a transaction between
+    # (as Kafka Streams runs the operators of one sub-topology in one task; bench/README.md).
+    Processor("scoring", reads=("raw",),
+              writes=("predictions", "served", "dead-letters", "features-state"),
+              module="driftway.streams.scoring", runs_on="runtime", state="features-state"),
     Processor("feedback", reads=("served", "labels"),
               writes=("training", "feedback", "dead-letters", "feedback-state"),
               module="driftway.streams.feedback", runs_on="runtime", state="feedback-state"),

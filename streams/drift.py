@@ -97,6 +97,7 @@ class ModelMonitors:
         self.champion_n = 0  # events served by the current champion
         self.n = 0
         self.unwatched: set[str] = set()  # trending features already logged
+        self._ignored: dict[str, bool] = {}  # feature name → matches drift.ignore_features
         # (partition, offset, event id) of the last events: to name where a change began.
         self.recent: deque[tuple[int, int, str]] = deque(maxlen=4 * settings.data_window)
 
@@ -107,9 +108,16 @@ class ModelMonitors:
                                       false_alarms_per_100k=s.false_alarms_per_100k)
 
     def watched(self, features: dict[str, float]) -> dict[str, float]:
+        """The features not ignored (``drift.ignore_features``), each name matched once."""
+        ignored = self._ignored
+        if not features.keys() - ignored.keys():
+            return {k: v for k, v in features.items() if not ignored[k]}
         ignore = self.settings.ignore_features
-        return {k: v for k, v in features.items()
-                if not any(fnmatchcase(k, pattern) for pattern in ignore)}
+        if len(ignored) > 10_000:  # names sent as data (ids) would grow it without end
+            ignored.clear()
+        for k in features.keys() - ignored.keys():
+            ignored[k] = any(fnmatchcase(k, pattern) for pattern in ignore)
+        return {k: v for k, v in features.items() if not ignored[k]}
 
     def update(self, served: Served, partition: int, offset: int) -> list[Alarm]:
         self.n += 1

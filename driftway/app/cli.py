@@ -112,7 +112,7 @@ instance_option = click.option(
 @instance_option
 @click.pass_context
 def run(ctx: click.Context, processor: str, instance: str | None) -> None:
-    """Run one processor of the topology in the foreground: features, scoring, feedback,
+    """Run one processor of the topology in the foreground: scoring, feedback,
     learner, drift or sink (each is the module the topology names, on the processor runtime)."""
     fix_hash_seed()
     from driftway.io.clickhouse import EngineBusy

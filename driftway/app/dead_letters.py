@@ -51,7 +51,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 #: Upstream topics (what apps send) and the processor that checks each on entry.
-REPLAYABLE = {"raw": "features", "labels": "feedback"}
+REPLAYABLE = {"raw": "scoring", "labels": "feedback"}
 
 
 def current_checks(settings: Settings) -> dict[str, Check]:
@@ -61,20 +61,19 @@ def current_checks(settings: Settings) -> dict[str, Check]:
     """
     from driftway.io.runtime import Incoming
     from driftway.io.state import Store
-    from driftway.streams.features import Features
     from driftway.streams.feedback import Feedback
+    from driftway.streams.scoring import featurize_raw
 
-    processors = {"features": Features(settings.limits), "feedback": Feedback(settings)}
+    feedback = Feedback(settings)
 
-    def entering(key: str) -> Check:
-        handle = processors[REPLAYABLE[key]].handle
+    def raw(_key: bytes | None, value: bytes | None) -> object:
+        return featurize_raw(value, Store(0), time.time(), settings.limits)
 
-        def check(record_key: bytes | None, value: bytes | None) -> object:
-            return list(handle(Incoming(key, 0, 0, record_key, value, time.time()), Store(0)))
+    def label(key: bytes | None, value: bytes | None) -> object:
+        return list(feedback.handle(Incoming("labels", 0, 0, key, value, time.time()), Store(0)))
 
-        return check
-
-    return {settings.topic(key): entering(key) for key in REPLAYABLE}
+    checks = {"raw": raw, "labels": label}
+    return {settings.topic(key): checks[key] for key in REPLAYABLE}
 
 
 def topic_name(settings: Settings, text: str) -> str:

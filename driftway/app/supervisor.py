@@ -1,6 +1,6 @@
 """Runs the whole local stack — broker, topics, processors, sink — and stops all of it.
 
-Each processor is its own OS process (so scoring, features and the sink use different cores),
+Each processor is its own OS process (so scoring, feedback and the sink use different cores),
 started in its own session so that Ctrl-C reaches only the supervisor, which then stops them in
 order: processors first, the sink once it has written what it holds, the broker last.
 """

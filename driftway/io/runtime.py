@@ -9,7 +9,9 @@ state, its partition's store) to the records it writes. The shell owns the rest,
   goes out in one Kafka transaction with the input offsets it consumed, committed every
   ``processing.commit_interval`` seconds under load, and as soon as the input goes quiet
   otherwise (``processing.commit_min_interval``): the latency a read_committed reader sees,
-  traded against the cost of a commit;
+  traded against the cost of a commit. A transaction that holds nothing another reader waits
+  for (input offsets and the state's changelog only) commits every
+  ``processing.commit_idle_interval``;
 - dead letters: whatever handling one record raises makes that record a dead letter with the
   reason, its state changes undone, and its neighbours are served; a failure that is not a
   record's (the broker, a transaction that cannot commit) ends the run with the transaction
@@ -135,6 +137,9 @@ class Runtime:
         self._transaction_started = 0.0
         self._touched: set[tuple[str, int]] = set()  # partitions read in this transaction
         self._transaction_records = 0
+        # True once the open transaction holds a record another reader waits for (not only
+        # offsets and the changelog), or the processor writes a store at its commit (the sink).
+        self._output = False
         self._closed = False
         self._errors: list[str] = []  # deliveries that failed (reported for failures only)
         # Input held back while a store outside Kafka is unavailable.
@@ -216,6 +221,8 @@ class Runtime:
         interval = getattr(self.processor, "commit_interval", p.commit_interval)
         quiet = min(interval, getattr(self.processor, "commit_min_interval",
                                       p.commit_min_interval))
+        idle = max(interval, p.commit_idle_interval)
+        writes_store = getattr(self.processor, "flush", None) is not None
         most = getattr(self.processor, "commit_records", None) or float("inf")
         try:
             while not self.stopping.is_set():
@@ -223,7 +230,8 @@ class Runtime:
                     self._try_resume()
                 wait = p.batch_within
                 if self._in_transaction:  # wait no longer than until it may commit early
-                    wait = min(wait, max(0.001, quiet - self._open_for()))
+                    early = quiet if self._output or writes_store else idle
+                    wait = min(wait, max(0.001, early - self._open_for()))
                 try:
                     messages = self._next_batch(p.batch_size, wait)
                     if messages:
@@ -240,11 +248,12 @@ class Runtime:
                         self._tick(tick)
                     # Commit every `interval` under load; as soon as the input goes quiet
                     # otherwise (once `quiet` has passed): a record waits for more work only
-                    # while more is coming.
-                    if self._in_transaction and (
-                            self._open_for() >= (quiet if not messages else interval)
-                            or self._transaction_records >= most):
-                        self._commit()
+                    # while more is coming. A transaction nobody waits for commits at `idle`.
+                    if self._in_transaction:
+                        due = (interval if messages else quiet) \
+                            if self._output or writes_store else idle
+                        if self._open_for() >= due or self._transaction_records >= most:
+                            self._commit()
                 except Unavailable as exc:
                     self._hold_back(exc)
                 if time.monotonic() - last_log >= p.metrics_log_seconds:
@@ -333,6 +342,7 @@ class Runtime:
                     touched.add((topic, partition))
                     continue
                 self.metrics.dead_letters += 1
+                self._output = True
                 letter = DeadLetter.of(self.processor.name, topic, partition, record.offset,
                                        record.key, record.value, failure_reason(exc))
                 emit(self._dead_letters, letter.source_topic, letter.to_bytes())
@@ -352,6 +362,7 @@ class Runtime:
                 produce(self.direct, topic, out.key, out.value, None, out.partition)
             else:
                 emit(topic, out.key, out.value, out.partition)
+                self._output = True
 
     def _emit(self, topic: str, key: bytes | str | None, value: bytes | None,
               partition: int | None = None) -> None:
@@ -410,6 +421,7 @@ class Runtime:
             self._raise_undelivered(exc)
             raise
         self._in_transaction = False
+        self._output = False
         self._touched.clear()
         self._transaction_records = 0
         self.metrics.commit(time.monotonic() - began)
@@ -431,6 +443,7 @@ class Runtime:
         if not self._in_transaction:
             return
         self._in_transaction = False
+        self._output = False
         self._transaction_records = 0
         abort = getattr(self.processor, "abort", None)
         if abort is not None:

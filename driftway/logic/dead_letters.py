@@ -6,8 +6,8 @@ A replay sends a dead letter's original bytes again to its source topic when the
 current checks, and marks it by its source coordinates, so a second replay passes it over:
 
 >>> from driftway.schemas.events import DeadLetter
->>> bad = DeadLetter.of("features", "driftway.raw", 0, 7, b"u1", b'{"x": 1}', "too long")
->>> worse = DeadLetter.of("features", "driftway.raw", 0, 8, b"u1", b"{oops", "not JSON")
+>>> bad = DeadLetter.of("scoring", "driftway.raw", 0, 7, b"u1", b'{"x": 1}', "too long")
+>>> worse = DeadLetter.of("scoring", "driftway.raw", 0, 8, b"u1", b"{oops", "not JSON")
 >>> def check(key, value):
 ...     if not value.startswith(b'{"'):
 ...         raise ValueError("not JSON")
@@ -44,7 +44,7 @@ NOT_REPLAYABLE = ("only what upstream apps send is replayed: a record sent again
 def mark_key(letter: DeadLetter) -> str:
     """The key of a dead letter's replay mark: its source coordinates.
 
-    >>> mark_key(DeadLetter.of("features", "driftway.raw", 2, 41, None, b"", "bad"))
+    >>> mark_key(DeadLetter.of("scoring", "driftway.raw", 2, 41, None, b"", "bad"))
     'driftway.raw/2/41'
     """
     return f"{letter.source_topic}/{letter.source_partition}/{letter.source_offset}"
@@ -58,9 +58,9 @@ def payload(letter: DeadLetter) -> bytes:
 def payload_text(letter: DeadLetter) -> str | None:
     """The original record as text, when it is UTF-8 (None when it is not).
 
-    >>> payload_text(DeadLetter.of("features", "t", 0, 0, None, b'{"a": 1}', "e"))
+    >>> payload_text(DeadLetter.of("scoring", "t", 0, 0, None, b'{"a": 1}', "e"))
     '{"a": 1}'
-    >>> payload_text(DeadLetter.of("features", "t", 0, 0, None, b"\\xff\\xfe", "e")) is None
+    >>> payload_text(DeadLetter.of("scoring", "t", 0, 0, None, b"\\xff\\xfe", "e")) is None
     True
     """
     try:
@@ -96,8 +96,8 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
 class Selection:
     """Which dead letters a command works on; an empty field selects all.
 
-    >>> letter = DeadLetter.of("features", "driftway.raw", 0, 3, None, b"", "String too long")
-    >>> Selection(processors=frozenset({"features"}), error="too LONG").matches(letter, False)
+    >>> letter = DeadLetter.of("scoring", "driftway.raw", 0, 3, None, b"", "String too long")
+    >>> Selection(processors=frozenset({"scoring"}), error="too LONG").matches(letter, False)
     True
     >>> Selection(replayed=True).matches(letter, replayed=False)
     False

@@ -1,6 +1,6 @@
 """Input limits: how large a raw event or a label may be where it enters Driftway.
 
-The features processor (raw events) and the feedback processor (labels) decode what they read
+The scoring processor (raw events) and the feedback processor (labels) decode what they read
 with `decode_checked`, against ``settings.limits`` (driftway.settings.LimitsSettings). A record
 over a limit is refused like any other invalid record — one dead letter — with a reason that
 names the value, the limit and the setting that raises it. The size is checked before the record

@@ -99,7 +99,7 @@ class OfflineLoop:
 
 def raw_stream(events: Iterable[tuple[dict[str, Any], LabelValue]],
                ) -> Iterator[tuple[dict[str, float], LabelValue]]:
-    """(raw event, label) pairs → (features, label) as the features processor computes them,
+    """(raw event, label) pairs → (features, label) as the scoring processor computes them,
     with each entity's running state.
 
     >>> e = {"event_id": "e1", "entity_id": "u", "ts": 1_000, "data": {"amount": 2}}

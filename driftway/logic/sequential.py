@@ -353,12 +353,21 @@ class _Feature:
         # the maximum-likelihood start of the changed suffix, looked for over twice the window
         back, at = self._kept(max(0, 2 * start - int(i[-1])))
         if back.size:
-            start = int(at[_change_start(np.minimum(back.astype(np.intp), k - 1),
-                                         np.log(self.p0))])
+            # (a category the reference never had: half a count, not log 0, which made every
+            # suffix with one in it infinitely likely and the start the window's first event)
+            p0 = np.maximum(self.p0, 0.5 / float(self.ref_counts.sum()))
+            start = int(at[_change_start(np.minimum(back.astype(np.intp), k - 1), np.log(p0))])
         after = np.minimum(self.since(start).astype(np.intp), k - 1)
         q = np.bincount(after, minlength=k) / max(1, after.size)
-        col = int(np.argmax(np.abs(q - self.p0) / np.sqrt(self.p0 * (1 - self.p0))))
+        col = int(np.argmax(self._share_shifts(q)))
         return col, int(i[-1]), start, float(g[best]), float(h[best])
+
+    def _share_shifts(self, q: np.ndarray) -> np.ndarray:
+        """How far each category's share moved from the reference's, in its binomial sd; a
+        category the reference never had (share 0) gets the sd of one in the reference, not a
+        division by zero (which made NaN, and argmax named that category)."""
+        floor = 1.0 / max(1.0, float(self.ref_counts.sum()))
+        return np.abs(q - self.p0) / np.sqrt(np.maximum(self.p0 * (1 - self.p0), floor))
 
     def moved(self, start: int) -> float:
         """How far this feature moved since ``start``: the largest standardised shift."""
@@ -370,7 +379,7 @@ class _Feature:
             if not after.size:
                 return 0.0
             q = np.bincount(np.minimum(after.astype(np.intp), k - 1), minlength=k) / after.size
-            return float(np.max(np.abs(q - self.p0) / np.sqrt(self.p0 * (1 - self.p0))))
+            return float(np.max(self._share_shifts(q)))
         if after.size < 2:
             return 0.0
         sd = float(self.ref_raw.std()) or 1.0

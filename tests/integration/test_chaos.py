@@ -43,8 +43,8 @@ EVENTS = 20_000
 RATE = 400  # events a second, and as many labels
 LABEL_DELAY = 200  # events between an event and its label
 #: Each kind of process at least once, some twice; the broker once, mid-stream.
-KILLS = ["features", "scoring", "feedback", "learner", "drift", "sink", "scoring", "learner",
-         "sink", "feedback"]
+KILLS = ["scoring", "feedback", "learner", "drift", "sink", "scoring", "learner", "sink",
+         "feedback"]
 
 
 @dataclass

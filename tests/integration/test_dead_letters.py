@@ -131,14 +131,14 @@ def test_a_replay_sends_each_passing_dead_letter_once_through_dry_runs_repeats_a
     raw, labels = settings.topic("raw"), settings.topic("labels")
     # Dead letters as the runtime writes them, of records an earlier check refused (offsets
     # past the end of the raw topic: no record there was ever read).
-    passing = [DeadLetter.of("features", raw, i % 3, 1000 + i, f"u{i}", event(i, "Oslo"),
+    passing = [DeadLetter.of("scoring", raw, i % 3, 1000 + i, f"u{i}", event(i, "Oslo"),
                              "limits: data.city longer than 2") for i in range(12)]
-    still_bad = DeadLetter.of("features", raw, 0, 2000, "u", b'{"event_id": "x", "ts": 1}',
+    still_bad = DeadLetter.of("scoring", raw, 0, 2000, "u", b'{"event_id": "x", "ts": 1}',
                               "invalid RawEvent: entity_id: Field required")
     bad_label = DeadLetter.of("feedback", labels, 1, 7, "e1",
                               b'{"event_id": "e1", "label": "maybe"}', "not binary")
-    internal = DeadLetter.of("scoring", settings.topic("features"), 0, 3, "u", b"{}",
-                             "invalid FeatureVector")
+    internal = DeadLetter.of("learner", settings.topic("training"), 0, 3, None, b"{}",
+                             "invalid TrainingExample")
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
     for letter in [*passing, still_bad, bad_label, internal]:
         producer.produce(settings.topic("dead-letters"), key=letter.source_topic,
@@ -151,7 +151,7 @@ def test_a_replay_sends_each_passing_dead_letter_once_through_dry_runs_repeats_a
     produce(crashed.producer, raw, b"u0", payload(passing[0]), None, 0)
     produce(crashed.producer, settings.topic("dead-letter-replays"), mark_key(passing[0]),
             ReplayMark(source_topic=raw, source_partition=0, source_offset=1000,
-                       processor="features", replayed_at=passing[0].ts).to_bytes(), None)
+                       processor="scoring", replayed_at=passing[0].ts).to_bytes(), None)
     crashed.producer.flush(10)  # on the broker, in a transaction never committed
 
     # (Nothing reads the raw topic to its end now: the open transaction holds readers back.)
@@ -195,7 +195,7 @@ def test_a_replay_sends_each_passing_dead_letter_once_through_dry_runs_repeats_a
     assert "entity_id" in shown["now"] and shown["replayed_at"] is None
     assert as_json(settings, "dead-letters", "show", labels, "1", "7")["now"].startswith(
         "ValueError: label 'maybe' is not binary")
-    assert as_json(settings, "dead-letters", "show", "features", "0", "3")["now"] == \
+    assert as_json(settings, "dead-letters", "show", "training", "0", "3")["now"] == \
         "not replayable"
     missing = invoke(settings, "dead-letters", "show", "raw", "0", "999999")
     assert missing.exit_code == 1 and "no dead letter" in missing.output

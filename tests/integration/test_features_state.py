@@ -1,4 +1,4 @@
-"""The features processor's per-entity state survives a restart (changelog-backed)."""
+"""Scoring's per-entity feature state survives a restart (changelog-backed)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from confluent_kafka import Consumer
 
 from driftway.app.supervisor import settings_env
 from driftway.io.kafka import ensure_topics, group_stable
-from driftway.schemas.events import FeatureVector
+from driftway.schemas.events import Prediction
 from driftway.sdk import EventProducer
 from driftway.settings import Settings
 from tests.integration.helpers import wait_for
@@ -19,11 +19,11 @@ from tests.integration.helpers import wait_for
 pytestmark = pytest.mark.integration
 
 
-def start_features(settings: Settings) -> subprocess.Popen[bytes]:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)  # for the log; faust's dir it makes
-    return subprocess.Popen([sys.executable, "-m", "driftway", "run", "features"],
+def start(settings: Settings, name: str) -> subprocess.Popen[bytes]:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)  # for the log
+    return subprocess.Popen([sys.executable, "-m", "driftway", "run", name],
                             env=settings_env(settings),
-                            stdout=(settings.state_dir / "features.log").open("ab"),
+                            stdout=(settings.state_dir / f"{name}.log").open("ab"),
                             stderr=subprocess.STDOUT)
 
 
@@ -41,14 +41,14 @@ def test_entity_aggregates_continue_after_a_restart(stack_settings: Settings) ->
     ensure_topics(settings)
     consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
                          "group.id": "state-check", "auto.offset.reset": "earliest"})
-    consumer.subscribe([settings.topic("features")])
-    seen: dict[str, FeatureVector] = {}
+    consumer.subscribe([settings.topic("predictions")])
+    seen: dict[str, Prediction] = {}
 
     def read() -> int:
         for msg in consumer.consume(100, timeout=0.5):
             if msg.error() is None:
-                vector = FeatureVector.from_bytes(msg.value())
-                seen[vector.event_id] = vector
+                prediction = Prediction.from_bytes(msg.value())
+                seen[prediction.event_id] = prediction
         return len(seen)
 
     def send(ids: range) -> None:
@@ -60,22 +60,24 @@ def test_entity_aggregates_continue_after_a_restart(stack_settings: Settings) ->
     # Events are sent once the worker has joined its group. (Sent while a restarted worker was
     # still starting, one event was seen to wait in faust for over 90 s in a few runs out of ten:
     # an open finding, see the closing note of the foundation issue.)
-    group = f"{settings.app_id}-features"
-    worker = start_features(settings)
+    group = f"{settings.app_id}-scoring"
+    learner = start(settings, "learner")  # version zero, for scoring to serve
+    worker = start(settings, "scoring")
     try:
         wait_for(lambda: group_stable(settings, group), bool, 90, "the worker to join")
         send(range(3))
-        wait_for(read, lambda n: n == 3, 90, "three feature vectors")
+        wait_for(read, lambda n: n == 3, 90, "three predictions")
     finally:
         stop(worker)
-    worker = start_features(settings)
+    worker = start(settings, "scoring")
     try:
         wait_for(lambda: group_stable(settings, group), bool, 90, "the restarted worker to join")
         send(range(3, 5))
         wait_for(read, lambda n: n == 5, 90,
-                 f"two more feature vectors after the restart (have {sorted(seen)})")
+                 f"two more predictions after the restart (have {sorted(seen)})")
     finally:
         stop(worker)
+        stop(learner)
         consumer.close()
     counts = [seen[f"s{i}"].features["entity.events"] for i in range(5)]
     assert counts == [1.0, 2.0, 3.0, 4.0, 5.0]

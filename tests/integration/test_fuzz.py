@@ -86,7 +86,7 @@ def test_hostile_records_cost_one_dead_letter_each_and_valid_ones_are_served(
             producer.produce(settings.topic("labels"), key=key, value=value)
         assert producer.flush(60) == 0
 
-        expected = Counter({("features", settings.topic("raw")): len(raw_hostile),
+        expected = Counter({("scoring", settings.topic("raw")): len(raw_hostile),
                             ("feedback", settings.topic("labels")): len(label_hostile)})
 
         def letters() -> Counter[tuple[str, str]]:

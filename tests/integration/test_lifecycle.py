@@ -68,8 +68,8 @@ def test_up_runs_everything_and_sigterm_leaves_no_process(tmp_path: Path) -> Non
         assert up.poll() is None, "".join(lines)
         family = psutil.Process(up.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in family)
-        assert "kafka.Kafka" in names and "features" in names and "scoring" in names \
-            and "sink" in names
+        assert "kafka.Kafka" in names and "run scoring" in names and "run feedback" in names \
+            and "run sink" in names
         up.send_signal(signal.SIGTERM)
         assert up.wait(90) == 0, "".join(lines)
     finally:

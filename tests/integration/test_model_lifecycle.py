@@ -291,7 +291,7 @@ def test_kill_9_of_each_processor_leaves_every_record_exactly_once(
 ) -> None:
     settings = with_processing(stack_settings, publish_every=1_000_000)
     n = 3000
-    kills = {n // 6: "features", 2 * n // 6: "scoring", 3 * n // 6: "feedback",
+    kills = {n // 6: "scoring", 2 * n // 6: "feedback", 3 * n // 6: "scoring",
              4 * n // 6: "drift", 5 * n // 6: "sink"}
     with Stack(settings) as stack:
         stack.wait_until_serving()

@@ -90,7 +90,7 @@ def test_valid_events_give_one_prediction_each_and_malformed_ones_one_dead_lette
         letters = query(settings, "SELECT source_topic, processor, error, base64Encode(payload) "
                                   "FROM dead_letters").rows
         assert {r[0] for r in letters} == {settings.topic("raw")}
-        assert {r[1] for r in letters} == {"features"}
+        assert {r[1] for r in letters} == {"scoring"}
         assert all(r[2] for r in letters)
         assert sorted(base64.b64decode(r[3]) for r in letters) == sorted(MALFORMED)
         explained = query(settings, "SELECT countIf(JSONLength(explanation) = 3 AND "
@@ -119,19 +119,19 @@ def test_valid_events_give_one_prediction_each_and_malformed_ones_one_dead_lette
         try:
             probe.read()
             time.sleep(1.0)
-            reading = wait_for(probe.read, lambda r: r.lag.get("scoring") == 0
-                               and r.lag.get("features") == 0, 30, "lag zero")
+            reading = wait_for(probe.read, lambda r: r.lag.get("scoring") == 0, 30,
+                               "lag zero")
         finally:
             probe.close()
         # (predictions are written in transactions: their watermarks count commit markers too)
         assert reading.ends["raw"] == n + len(MALFORMED) and reading.ends["predictions"] >= n
         assert reading.champion is not None and len(reading.champion) == 64
-        assert set(reading.lag) == {"features", "scoring", "feedback", "learner", "drift", "sink"}
+        assert set(reading.lag) == {"scoring", "feedback", "learner", "drift", "sink"}
         out = io.StringIO()
         console = Console(file=out, force_terminal=False, width=500)
         with LiveStatus(settings, console, plain_every=0.3):
             time.sleep(2.0)
         lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("status:")]
-        assert lines and "lag: features 0, scoring 0" in lines[-1]
+        assert lines and "lag: scoring 0, feedback 0" in lines[-1]
         assert reading.champion[:12] in lines[-1]
     assert stack.children == {}

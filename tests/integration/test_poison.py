@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 DEEP = b"[" * 20_000 + b"]" * 20_000
 HUGE_INT = b"1" + b"0" * 400  # an integer no float holds
 
-#: Poison for the raw topic (the features processor).
+#: Poison for the raw topic (scoring's to dead-letter).
 RAW_POISON = [
     b'{"event_id": "p1", "entity_id": "u", "ts": 100000000000000000000, "data": {}}',
     b'{"event_id": "p2", "entity_id": "u", "ts": -100000000000000000000, "data": {}}',
@@ -51,8 +51,7 @@ LABEL_POISON = [
 #: Whose dead letter each topic's poison is (topology checked_by, else its one reader): one
 #: bad record, one dead letter, whoever else reads it.
 READERS = {
-    "raw": ("features",),
-    "features": ("scoring",),
+    "raw": ("scoring",),
     "served": ("feedback",),
     "labels": ("feedback",),
     "training": ("learner",),
@@ -77,7 +76,7 @@ def test_poison_records_cost_one_dead_letter_each_and_their_batches_are_served(
         stack.wait_until_serving()
         producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers,
                              "partitioner": "murmur2_random", "linger.ms": 50})
-        internal = {"features": INTERNAL_POISON, "served": INTERNAL_POISON,
+        internal = {"served": INTERNAL_POISON,
                     "training": INTERNAL_POISON, "labels": LABEL_POISON}
         for i, (key, value) in enumerate(raw):
             producer.produce(settings.topic("raw"), key=key, value=value)
@@ -91,8 +90,7 @@ def test_poison_records_cost_one_dead_letter_each_and_their_batches_are_served(
                              % (i, b"true" if i % 3 else b"false"))
         assert producer.flush(30) == 0
 
-        per_topic = {"raw": 3 * len(RAW_POISON), "features": 4 * len(INTERNAL_POISON),
-                     "served": 4 * len(INTERNAL_POISON), "training": 4 * len(INTERNAL_POISON),
+        per_topic = {"raw": 3 * len(RAW_POISON), "served": 4 * len(INTERNAL_POISON), "training": 4 * len(INTERNAL_POISON),
                      "labels": 4 * len(LABEL_POISON)}
         expected = Counter({(processor, settings.topic(key)): count
                             for key, count in per_topic.items() for processor in READERS[key]})
@@ -119,7 +117,7 @@ def test_poison_records_cost_one_dead_letter_each_and_their_batches_are_served(
                               for d in on_topic)
         assert max(coordinates.values()) == 1  # each poison record once per processor
         assert all(d.error for d in on_topic)
-        raw_letters = [d for d in on_topic if d.processor == "features"]
+        raw_letters = [d for d in on_topic if d.processor == "scoring"]
         assert any("outside the years" in d.error for d in raw_letters)
         assert any("no float can hold" in d.error for d in raw_letters)
         assert any("recursion limit" in d.error for d in raw_letters)

@@ -171,7 +171,7 @@ def test_clickhouse_uses_the_official_image(services):
 
 
 def test_driftway_services_build_the_image_and_wait_for_their_dependencies(driftway_services):
-    assert set(driftway_services) >= {"topics", "features", "scoring", "feedback", "learner",
+    assert set(driftway_services) >= {"topics", "scoring", "feedback", "learner",
                                       "drift", "sink"}
     for name, svc in driftway_services.items():
         build = svc["build"]
@@ -395,7 +395,7 @@ def _sample_rows(client: Any, db: str) -> None:
          "event_id": "e1", "source": "driftway.served", "source_partition": 0,
          "source_offset": 7, "change_point": 3, "detail": ""}])
     insert("dead_letters", [
-        {"ts": now, "processor": "features", "source_topic": "driftway.raw",
+        {"ts": now, "processor": "scoring", "source_topic": "driftway.raw",
          "source_partition": 0, "source_offset": 1, "key": None, "error": "invalid RawEvent",
          "payload": "{"}])
     insert("feedback", [

@@ -11,7 +11,7 @@ from driftway.settings import Settings, SettingsError, load_settings
 def test_default_topic_names_are_under_the_driftway_prefix() -> None:
     names = [Settings().topic(k) for k in TOPIC_KEYS]
     assert names == [
-        "driftway.raw", "driftway.features", "driftway.predictions", "driftway.labels",
+        "driftway.raw", "driftway.predictions", "driftway.labels",
         "driftway.served", "driftway.training", "driftway.model-versions",
         "driftway.model-artifacts", "driftway.deployments", "driftway.model-updates",
         "driftway.drift",

@@ -194,7 +194,7 @@ def test_training_topic_decodes_examples_and_skips_publish_requests(client) -> N
 def test_sink_tables_leave_internal_topics_alone() -> None:
     keys = {s.topic_key for s in SINK_TABLES}
     assert {"deployments", "metrics", "feedback", "training"} <= keys
-    assert not keys & {"served", "model-artifacts", "raw", "features"}
+    assert not keys & {"served", "model-artifacts", "raw"}
 
 
 #: The two tables as the first DDL created them, before lineage and outputs were recorded.

@@ -163,7 +163,7 @@ def test_ssl_gives_both_clients_the_same_files(certs: Certs, tmp_path: Path):
     with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
         _handshake(context, certs, "kafka.elsewhere")
 
-    app = make_app(settings.model_copy(update={"state_dir": tmp_path}), "features")
+    app = make_app(settings.model_copy(update={"state_dir": tmp_path}), "alerts")
     assert isinstance(app.conf.broker_credentials, SSLCredentials)
 
 

@@ -20,10 +20,10 @@ from driftway.logic.dead_letters import (
 from driftway.schemas.events import DeadLetter
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-RAW, LABELS, FEATURES = "driftway.raw", "driftway.labels", "driftway.features"
+RAW, LABELS, TRAINING = "driftway.raw", "driftway.labels", "driftway.training"
 
 
-def letter(offset: int, *, topic: str = RAW, processor: str = "features", partition: int = 0,
+def letter(offset: int, *, topic: str = RAW, processor: str = "scoring", partition: int = 0,
            value: bytes = b'{"ok": true}', error: str = "invalid RawEvent: x",
            minutes: int = 0, key: str | None = "u1") -> DeadLetter:
     d = DeadLetter.of(processor, topic, partition, offset, key, value, error)
@@ -55,7 +55,7 @@ def test_the_payload_comes_back_as_it_was_and_as_text_only_when_it_is_text() -> 
 @pytest.mark.parametrize(("selection", "picked"), [
     (Selection(), [0, 1, 2, 3]),
     (Selection(processors=frozenset({"feedback"})), [2]),
-    (Selection(processors=frozenset({"feedback", "scoring"})), [2, 3]),
+    (Selection(processors=frozenset({"feedback", "learner"})), [2, 3]),
     (Selection(topics=frozenset({RAW})), [0, 1]),
     (Selection(error="STRING TOO"), [1]),
     (Selection(since=T0 + timedelta(minutes=10)), [1, 2, 3]),  # from, inclusive
@@ -68,7 +68,7 @@ def test_the_payload_comes_back_as_it_was_and_as_text_only_when_it_is_text() -> 
 def test_a_selection_picks_by_processor_topic_error_time_and_replay(
         selection: Selection, picked: list[int]) -> None:
     letters = [
-        letter(3, topic=FEATURES, processor="scoring", minutes=30),
+        letter(3, topic=TRAINING, processor="learner", minutes=30),
         letter(2, topic=LABELS, processor="feedback", minutes=20),
         letter(1, error="invalid RawEvent: data.city: String too long", minutes=10),
         letter(0, minutes=0),
@@ -80,7 +80,7 @@ def test_a_selection_picks_by_processor_topic_error_time_and_replay(
 def test_a_replay_sends_what_passes_now_once_and_reports_the_rest() -> None:
     sent_before = letter(1)
     steps = plan([letter(0), sent_before, letter(2, value=b"{broken"),
-                  letter(3, topic=FEATURES, processor="scoring"),
+                  letter(3, topic=TRAINING, processor="learner"),
                   letter(4, topic=LABELS, processor="feedback")],
                  replayed={mark_key(sent_before)}, checks=CHECKS)
     assert [(s.letter.source_offset, s.outcome) for s in steps] == [

@@ -11,8 +11,8 @@ from driftway.io.state import Store
 from driftway.logic.limits import LimitExceeded, decode_checked
 from driftway.schemas.events import Label, RawEvent, failure_reason
 from driftway.settings import LimitsSettings, Settings
-from driftway.streams.features import Features
 from driftway.streams.feedback import Feedback
+from driftway.streams.scoring import featurize_raw
 
 LIMITS = LimitsSettings()
 
@@ -58,10 +58,11 @@ def test_limits_are_settings_and_the_processors_use_them() -> None:
     note = event(data={"note": "x" * 5000})
     store = Store(0)
     with pytest.raises(LimitExceeded):
-        Features(LIMITS).handle(Incoming("raw", 0, 0, None, note, 1.0), store)
+        featurize_raw(note, store, 1.0, LIMITS)
+    assert store.data == {}  # refused: its entity's state is not touched
     wider = Settings(limits=LimitsSettings(max_string_length=5000, max_id_length=300))
-    out = Features(wider.limits).handle(Incoming("raw", 0, 0, None, note, 1.0), store)
-    assert [o.topic for o in out] == ["features"]
+    vector = featurize_raw(note, store, 1.0, wider.limits)
+    assert vector.event_id == "e" and vector.features["entity.events"] == 1.0
 
     label = json.dumps({"event_id": "i" * 300, "label": True}).encode()
     with pytest.raises(LimitExceeded, match="max_id_length"):

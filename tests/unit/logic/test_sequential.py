@@ -260,3 +260,20 @@ def test_missing_values_are_skipped_and_a_late_feature_gets_its_own_reference() 
     assert [a.feature for a in alarms] == ["late"]
     assert 6000 <= alarms[0].index <= 6000 + 50
     assert abs(alarms[0].change_point - 6000) <= 20
+
+
+@pytest.mark.filterwarnings("error")  # 0/0 in a share's sd was a RuntimeWarning and a NaN
+def test_a_category_the_reference_never_had_gives_finite_shifts() -> None:
+    rng = np.random.default_rng(11)
+    rows = [{"x": float(v) + (1.0 if i >= 2_000 else 0.0), "city=a": 1.0}
+            for i, v in enumerate(rng.normal(size=3_000))]
+    for row in rows[2_500:]:  # a second city comes after the alarm on x: its own alarm
+        if rng.random() < 0.5:
+            del row["city=a"]
+            row["city=b"] = 1.0
+    alarms = seq_run(rows)
+    assert [a.feature for a in alarms][:1] == ["x"] and 2_000 < alarms[0].index < 2_100
+    # the city had not moved yet: a small finite shift (it was NaN, and NaN ranks anywhere)
+    assert [name for name, _ in alarms[0].moved] == ["city"] and alarms[0].moved[0][1] < 0.1
+    city = [a for a in alarms if a.feature == "city"]
+    assert city and city[0].direction == "b gained" and city[0].index > 2_500

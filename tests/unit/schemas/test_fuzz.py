@@ -4,7 +4,7 @@ Thousands of hostile and valid records (tests/hostile.py): a standard validator 
 Draft 2020-12, with format checking) on the published schema accepts a record if and only if
 the processors' decode (`decode_checked`, default limits) does; every refusal is one exception
 of the kinds the runtime makes a dead letter of, with a reason; every accepted raw event goes
-through the features processor.
+through scoring's first step (`featurize_raw`).
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from pydantic import ValidationError
 
-from driftway.io.runtime import Incoming
 from driftway.io.state import Store
 from driftway.logic.limits import LimitExceeded, decode_checked
 from driftway.schemas.events import InvalidRecord, Label, RawEvent, failure_reason
 from driftway.settings import LimitsSettings
-from driftway.streams.features import Features
+from driftway.streams.scoring import featurize_raw
 from tests.hostile import label_records, raw_records, standard_accepts, validator
 
 RAW, LABEL = validator("raw.schema.json"), validator("labels.schema.json")
@@ -132,9 +131,9 @@ def test_record_size_is_checked_before_parsing() -> None:
 def test_raw_schema_and_decode_agree(value: bytes) -> None:
     event = driftway_accepts(RawEvent, value)
     assert standard_accepts(value, RAW) is (event is not None), value[:300]
-    if event is not None:  # accepted: the features processor serves it
-        out = Features(LIMITS).handle(Incoming("raw", 0, 0, None, value, 1.0), Store(0))
-        assert [o.topic for o in out] == ["features"]
+    if event is not None:  # accepted: scoring featurises it
+        vector = featurize_raw(value, Store(0), 1.0, LIMITS)
+        assert vector.event_id == event.event_id
 
 
 @settings(max_examples=1_500, **FUZZ)  # type: ignore[arg-type]

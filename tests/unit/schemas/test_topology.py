@@ -89,7 +89,7 @@ def test_an_unknown_processor_is_refused_with_the_known_ones() -> None:
     done = CliRunner().invoke(cli, ["run", "scorer"], prog_name="driftway",
                               env={"PYTHONHASHSEED": "0"})
     assert done.exit_code == 2 and "'scorer' is not one of" in done.output
-    assert "'features'" in done.output and "'sink'" in done.output
+    assert "'scoring'" in done.output and "'sink'" in done.output
 
 
 def test_live_updates_are_compacted_in_small_segments_so_the_topic_stays_bounded() -> None:

@@ -3,10 +3,13 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import pytest
+
+from driftway.io.state import Store
 from driftway.logic.models import make_model
 from driftway.logic.registry import next_deployment
-from driftway.schemas.events import FeatureVector
-from driftway.streams.scoring import ServedModel, ServingSet, score_event
+from driftway.schemas.events import FeatureVector, failure_reason
+from driftway.streams.scoring import ServedModel, ServingSet, featurize_raw, score_event
 
 
 def vector(event_id: str, x: float) -> FeatureVector:
@@ -74,3 +77,20 @@ def test_a_deployment_that_comes_before_its_versions_waits_for_them() -> None:
     watcher._consider(registry)  # type: ignore[arg-type]
     assert watcher.current is not None and watcher.current.champion.slot == meta.version
     assert watcher.current.champion.trained_through == 0  # a release, as published
+
+
+def test_a_raw_record_is_featurised_with_its_entity_state_or_refused_with_a_reason() -> None:
+    store = Store(0)
+    first = featurize_raw(b'{"event_id": "e1", "entity_id": "u", "ts": 1000, "data": {"x": 2}}',
+                          store, 1.0)
+    second = featurize_raw(b'{"event_id": "e2", "entity_id": "u", "ts": 4000, "data": {"x": 3}}',
+                           store, 2.0)
+    assert (first.features["x"], first.features["entity.events"]) == (2.0, 1.0)
+    assert (second.features["entity.events"], second.features["entity.seconds_since_last"]) \
+        == (2.0, 3.0)
+    with pytest.raises(ValueError, match="null value"):
+        featurize_raw(None, store, 3.0)
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - the reason is what matters
+        featurize_raw(b'{"event_id": "e", "ts": 1, "data": {}}', store, 3.0)
+    assert failure_reason(refused.value) == "invalid RawEvent: entity_id: Field required"
+    assert store.get("u")["n"] == 2  # the refused records changed no state
