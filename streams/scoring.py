@@ -25,7 +25,9 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-from driftway.io.kafka import make_producer, produce
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from driftway.io.kafka import client_config, committed_offsets, make_producer, produce
 from driftway.io.keys import with_signing_key
 from driftway.io.registry import ModelRegistry
 from driftway.io.runtime import Incoming, Out, run_processor
@@ -246,8 +248,12 @@ class Scoring:
     name = "scoring"
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.explain_top = settings.processing.explain_top
         self.limits = settings.limits
+        self.group = f"{settings.app_id}-scoring"
+        #: The group whose raw offsets an upgraded stack's scoring starts from (see resume_at).
+        self.upgraded_from: str | None = f"{settings.app_id}-features"
         self.watcher = DeploymentWatcher(settings, settings.processing.model_name)
         self.serving: ServingSet | None = None
         self.started = 0.0
@@ -256,6 +262,43 @@ class Scoring:
         """Follow the registry, and wait for something to serve (the learner's version zero)."""
         self.watcher.start()
         self.watcher.wait_ready()
+
+    def resume_at(self, assigned: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """A stack upgraded from before features was part of scoring: where scoring's group has
+        committed nothing on the raw topic yet, it goes on from where the former features
+        processor's group had got to, not from the topic's beginning (which would score every
+        retained event again)."""
+        if self.upgraded_from is None:
+            return {}
+        raw, partitions = self.settings.topic("raw"), [p for _, p in assigned]
+        ours = committed_offsets(self.settings, self.group, raw, partitions)
+        before = committed_offsets(self.settings, self.upgraded_from, raw,
+                                   [p for p in partitions if p not in ours])
+        if before:
+            log.warning("scoring starts the raw partitions %s where the former features "
+                        "processor's group %s had got to (%s)", sorted(before),
+                        self.upgraded_from, before)
+            self._unserved_vectors(list(before))
+        return {("raw", p): offset for p, offset in before.items()}
+
+    def _unserved_vectors(self, partitions: list[int]) -> None:
+        """Say how many feature vectors the former scoring had not served when the stack was
+        stopped for the upgrade: their events are not scored by this one (README, upgrade)."""
+        topic = f"{self.settings.topic_prefix}features"
+        served = committed_offsets(self.settings, self.group, topic, partitions)
+        consumer = Consumer({**client_config(self.settings), "group.id": self.group})
+        try:
+            left = sum(max(0, consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                             timeout=10)[1] - offset)
+                       for p, offset in served.items())
+        except KafkaException:
+            return  # no former features topic: nothing waited there
+        finally:
+            consumer.close()
+        if left:
+            log.error("%d feature vectors on %s were not served before the upgrade (a stack "
+                      "stopped with scoring behind): their events get no prediction; replay "
+                      "them from the raw topic if they matter", left, topic)
 
     def begin_batch(self) -> None:
         if self.watcher.failed is not None:

@@ -139,6 +139,19 @@ def group_stable(settings: Settings, group: str) -> bool:
     return described.state == ConsumerGroupState.STABLE and bool(described.members)
 
 
+def committed_offsets(settings: Settings, group: str, topic: str,
+                      partitions: list[int]) -> dict[int, int]:
+    """The offsets a consumer group has committed on these partitions of a topic, where it has
+    (without joining the group)."""
+    consumer = Consumer({**client_config(settings), "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+
+
 def read_to_end(settings: Settings, topic: str, partitions: list[int] | None = None,
                 timeout: float = 60.0, purpose: str = "reader") -> Iterator[Message]:
     """Every committed record of a topic's `partitions` (default: all), from their beginning to
