@@ -253,7 +253,7 @@ class Scoring:
         self.limits = settings.limits
         self.group = f"{settings.app_id}-scoring"
         #: The group whose raw offsets an upgraded stack's scoring starts from (see resume_at).
-        self.upgraded_from: str | None = f"{settings.app_id}-features"
+        self.upgraded_from = f"{settings.app_id}-features"
         self.watcher = DeploymentWatcher(settings, settings.processing.model_name)
         self.serving: ServingSet | None = None
         self.started = 0.0
@@ -268,8 +268,6 @@ class Scoring:
         committed nothing on the raw topic yet, it goes on from where the former features
         processor's group had got to, not from the topic's beginning (which would score every
         retained event again)."""
-        if self.upgraded_from is None:
-            return {}
         raw, partitions = self.settings.topic("raw"), [p for _, p in assigned]
         ours = committed_offsets(self.settings, self.group, raw, partitions)
         before = committed_offsets(self.settings, self.upgraded_from, raw,
@@ -296,9 +294,9 @@ class Scoring:
         finally:
             consumer.close()
         if left:
-            log.error("%d feature vectors on %s were not served before the upgrade (a stack "
-                      "stopped with scoring behind): their events get no prediction; replay "
-                      "them from the raw topic if they matter", left, topic)
+            log.error("%d feature vectors on %s were not served before the upgrade (the old "
+                      "stack stopped with scoring behind): their events get no prediction "
+                      "(README: stop the old stack once scoring's lag is 0)", left, topic)
 
     def begin_batch(self) -> None:
         if self.watcher.failed is not None:
