@@ -110,13 +110,14 @@ class ModelMonitors:
     def watched(self, features: dict[str, float]) -> dict[str, float]:
         """The features not ignored (``drift.ignore_features``), each name matched once."""
         ignored = self._ignored
-        if not features.keys() - ignored.keys():
-            return {k: v for k, v in features.items() if not ignored[k]}
-        ignore = self.settings.ignore_features
-        if len(ignored) > 10_000:  # names sent as data (ids) would grow it without end
-            ignored.clear()
-        for k in features.keys() - ignored.keys():
-            ignored[k] = any(fnmatchcase(k, pattern) for pattern in ignore)
+        new = features.keys() - ignored.keys()
+        if new:
+            if len(ignored) > 10_000:  # names sent as data (ids) would grow it without end
+                ignored.clear()
+                new = features.keys()
+            ignore = self.settings.ignore_features
+            for k in new:
+                ignored[k] = any(fnmatchcase(k, pattern) for pattern in ignore)
         return {k: v for k, v in features.items() if not ignored[k]}
 
     def update(self, served: Served, partition: int, offset: int) -> list[Alarm]:

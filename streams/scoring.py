@@ -252,8 +252,11 @@ class Scoring:
         self.explain_top = settings.processing.explain_top
         self.limits = settings.limits
         self.group = f"{settings.app_id}-scoring"
-        #: The group whose raw offsets an upgraded stack's scoring starts from (see resume_at).
+        #: The group whose raw offsets an upgraded stack's scoring starts from (see resume_at),
+        #: and what it had committed, by raw partition (None: nothing), looked up once each:
+        #: nothing runs that group any more.
         self.upgraded_from = f"{settings.app_id}-features"
+        self._former: dict[int, int | None] = {}
         self.watcher = DeploymentWatcher(settings, settings.processing.model_name)
         self.serving: ServingSet | None = None
         self.started = 0.0
@@ -269,9 +272,15 @@ class Scoring:
         processor's group had got to, not from the topic's beginning (which would score every
         retained event again)."""
         raw, partitions = self.settings.topic("raw"), [p for _, p in assigned]
-        ours = committed_offsets(self.settings, self.group, raw, partitions)
-        before = committed_offsets(self.settings, self.upgraded_from, raw,
-                                   [p for p in partitions if p not in ours])
+        unknown = [p for p in partitions if p not in self._former]
+        if unknown:
+            found = committed_offsets(self.settings, self.upgraded_from, raw, unknown)
+            self._former.update({p: found.get(p) for p in unknown})
+        former = {p: o for p in partitions if (o := self._former[p]) is not None}
+        if not former:  # a stack that never ran the features processor: no lookup of ours
+            return {}
+        ours = committed_offsets(self.settings, self.group, raw, list(former))
+        before = {p: o for p, o in former.items() if p not in ours}
         if before:
             log.warning("scoring starts the raw partitions %s where the former features "
                         "processor's group %s had got to (%s)", sorted(before),

@@ -224,14 +224,21 @@ class Runtime:
         idle = max(interval, p.commit_idle_interval)
         writes_store = getattr(self.processor, "flush", None) is not None
         most = getattr(self.processor, "commit_records", None) or float("inf")
+
+        def due(busy: bool) -> float:
+            """How old the open transaction may get: `interval` under load, `quiet` once the
+            input goes quiet, `idle` while it holds nothing a reader waits for."""
+            if not (self._output or writes_store):
+                return idle
+            return interval if busy else quiet
+
         try:
             while not self.stopping.is_set():
                 if self._held:
                     self._try_resume()
                 wait = p.batch_within
                 if self._in_transaction:  # wait no longer than until it may commit early
-                    early = quiet if self._output or writes_store else idle
-                    wait = min(wait, max(0.001, early - self._open_for()))
+                    wait = min(wait, max(0.001, due(False) - self._open_for()))
                 try:
                     messages = self._next_batch(p.batch_size, wait)
                     if messages:
@@ -249,11 +256,9 @@ class Runtime:
                     # Commit every `interval` under load; as soon as the input goes quiet
                     # otherwise (once `quiet` has passed): a record waits for more work only
                     # while more is coming. A transaction nobody waits for commits at `idle`.
-                    if self._in_transaction:
-                        due = (interval if messages else quiet) \
-                            if self._output or writes_store else idle
-                        if self._open_for() >= due or self._transaction_records >= most:
-                            self._commit()
+                    if self._in_transaction and (self._open_for() >= due(bool(messages))
+                                                 or self._transaction_records >= most):
+                        self._commit()
                 except Unavailable as exc:
                     self._hold_back(exc)
                 if time.monotonic() - last_log >= p.metrics_log_seconds:
