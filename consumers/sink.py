@@ -28,6 +28,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DataError
+from clickhouse_connect.driver.insert import InsertContext
 
 from driftway.io.clickhouse import (
     OFFSET_COLUMNS,
@@ -88,6 +89,7 @@ class ClickHouseSink:
                  opener: Callable[[], Client] | None = None) -> None:
         self.settings = settings
         self._client = client
+        self._contexts: dict[str, InsertContext] = {}  # of `_client`, by table
         self._opener = opener or (lambda: open_store(settings))
         self._reader = reader
         self.db = settings.clickhouse_database
@@ -110,6 +112,9 @@ class ClickHouseSink:
         self.stored: dict[tuple[str, int], dict[str, int]] = {}
         self.commit_min_interval = settings.sink.flush_seconds  # an insert per commit: no early
         self.commit_records = settings.sink.batch_size
+        # Rows wait for the next insert anyway: the broker gathers input for up to half of
+        # that wait, so the sink fetches a few times per insert, not once per upstream commit.
+        self.fetch_wait = min(0.25, settings.sink.flush_seconds / 2)
         # The retention rule's: the registry is its rounds' thread's alone.
         self.registry: ModelRegistry | None = None  # opened by the first round
         self.registry_stale = False
@@ -142,6 +147,7 @@ class ClickHouseSink:
         for client in {id(c): c for c in (self._client, self._reader) if c is not None}.values():
             client.close()
         self._client = self._reader = None
+        self._contexts.clear()
 
     def handle(self, record: Incoming, store: object = None) -> list[Out]:
         """Keep the record's row for the next flush (a dead-letter row if it does not decode),
@@ -335,10 +341,18 @@ class ClickHouseSink:
         client = self.client
         try:
             with self.lock:
-                client.insert(f"{self.db}.{table}", rows, column_names=columns)
+                # One insert context per table and connection, as clickhouse-connect offers
+                # for repeated inserts: the column types are asked once, not at each insert.
+                context = self._contexts.get(table)
+                if context is None:
+                    context = client.create_insert_context(f"{self.db}.{table}", columns)
+                    self._contexts[table] = context
+                context.data = rows
+                client.insert(context=context)
         except DataError:
             raise  # the rows, not the engine: waiting cannot help
         except Exception as exc:  # the engine: wait for it, and read the input again
+            self._contexts.clear()  # asked again of the engine that comes back
             raise Unavailable(f"ClickHouse refused an insert into {table}: "
                               f"{type(exc).__name__}: {exc}") from exc
 

@@ -157,6 +157,9 @@ class DriftWatch:
     """
 
     name = "drift"
+    #: An alarm needs hundreds of events to build up: the broker may gather a tenth of a second
+    #: of served records per fetch (the runtime's ``fetch_wait``).
+    fetch_wait = 0.1
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

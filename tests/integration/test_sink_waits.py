@@ -40,14 +40,21 @@ class Outage:
         self.inserted_while_down: list[str] = []
         self.refused = 0  # inserts and queries
 
-    def insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+    def insert(self, table: str | None = None, *args: Any, **kwargs: Any) -> Any:
         if self.down:
             if self.passes <= 0:
                 self.refused += 1
                 raise OperationalError("Connection refused (the test's outage)")
             self.passes -= 1
-            self.inserted_while_down.append(table)
+            context = kwargs.get("context")
+            self.inserted_while_down.append(table or context.table)
         return self.client.insert(table, *args, **kwargs)
+
+    def create_insert_context(self, *args: Any, **kwargs: Any) -> Any:  # asks the columns
+        if self.down:
+            self.refused += 1
+            raise OperationalError("Connection refused (the test's outage)")
+        return self.client.create_insert_context(*args, **kwargs)
 
     def query(self, *args: Any, **kwargs: Any) -> Any:
         if self.down:
