@@ -43,7 +43,7 @@ from driftway.io.broker import free_port
 from driftway.logic.features import event_features
 from driftway.logic.models import logistic_regression, predict_explained
 from driftway.sdk import EventProducer
-from driftway.settings import KafkaSettings, Settings
+from driftway.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -529,8 +529,10 @@ def main(argv: list[str] | None = None) -> int:
     controller_port = free_port()
     while controller_port == broker_port:
         controller_port = free_port()
-    settings = Settings(state_dir=state_dir, kafka=KafkaSettings(
-        bootstrap_servers=f"127.0.0.1:{broker_port}", controller_port=controller_port))
+    # A dict, not a KafkaSettings: DRIFTWAY_KAFKA__* in the environment (e.g. PARTITIONS)
+    # merges with it, as with every other section.
+    settings = Settings(state_dir=state_dir, kafka={
+        "bootstrap_servers": f"127.0.0.1:{broker_port}", "controller_port": controller_port})
     r["settings"] = {"partitions": settings.kafka.partitions,
                      "batch_size": settings.processing.batch_size,
                      "batch_within": settings.processing.batch_within,
