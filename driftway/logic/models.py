@@ -15,6 +15,7 @@ import heapq
 import importlib
 import math
 import re
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -187,12 +188,12 @@ def predict_explained(model: Any, x: dict[str, float], top: int) -> Explained:
     >>> out.prediction, out.score > 0.9, out.explanation[0].feature
     (True, True, 'a')
     """
-    classifier = is_classifier(model)
+    shape = _shape(model)
+    classifier = shape.classifier
     if top <= 0:
         return Explained(*_predict(model, x, classifier), [])
-    linear = _linear_parts(model)
-    if linear is not None:
-        return _explain_linear(*linear, x, top)
+    if shape.estimator is not None:
+        return _explain_linear(shape, x, top)
     x = capped(model, x)  # occluded one by one in the names the model sees past its cap
     pred, score, proba = _predict(model, x, classifier)
     if score is None or len(x) > MAX_OCCLUDED:
@@ -237,36 +238,71 @@ def _occlusion(
     return heapq.nlargest(top, contributions, key=lambda c: abs(c.contribution))
 
 
-def _linear_parts(model: Any) -> tuple[list[Any], Any, dict[str, float]] | None:
-    """Preprocessing steps, final estimator and its weights, if the model is linear."""
+class _Shape(NamedTuple):
+    """What predict_explained needs to know of a model's structure, found once per model
+    object (River's isinstance checks walk a pipeline's steps: per event they cost more than
+    the logistic regression's prediction)."""
+
+    classifier: bool
+    pre: tuple[Any, ...] = ()  # a linear model's preprocessing steps ...
+    estimator: Any = None  # ... and its final estimator (None: not linear)
+    estimator_classifier: bool = False
+    cap_at: int = -1  # the last FeatureCap among pre (-1: none)
+
+
+_shapes: weakref.WeakKeyDictionary[Any, _Shape] = weakref.WeakKeyDictionary()
+
+
+def _shape(model: Any) -> _Shape:
+    """The model's _Shape: a linear model is a pipeline of transformers ending in an estimator
+    with numeric ``weights``. Kept as long as the model object lives (a live update or a new
+    version is a new object)."""
+    try:
+        shape = _shapes.get(model)
+        if shape is None:
+            shape = _shapes[model] = _find_shape(model)
+    except TypeError:  # a model that is not hashable or weakly referable: found every time
+        return _find_shape(model)
+    return shape
+
+
+def _find_shape(model: Any) -> _Shape:
+    classifier = is_classifier(model)
     steps = list(model.steps.values()) if isinstance(model, compose.Pipeline) else [model]
     *pre, estimator = steps
-    weights = getattr(estimator, "weights", None)
-    # (Weights are checked where they are used: a per-call scan of every weight cost more than
-    # the prediction itself.)
-    if isinstance(weights, dict) and all(isinstance(step, base.Transformer) for step in pre):
-        return pre, estimator, weights
-    return None
+    # (Weights are read where they are used: they change as the model learns.)
+    if isinstance(getattr(estimator, "weights", None), dict) and all(
+            isinstance(step, base.Transformer) for step in pre):
+        caps = [i for i, step in enumerate(pre) if isinstance(step, FeatureCap)]
+        return _Shape(classifier, tuple(pre), estimator,
+                      isinstance(estimator, base.Classifier), caps[-1] if caps else -1)
+    return _Shape(classifier)
 
 
-def _explain_linear(
-    pre: list[Any], estimator: Any, weights: dict[str, float], x: dict[str, float], top: int
-) -> Explained:
+def _explain_linear(shape: _Shape, x: dict[str, float], top: int) -> Explained:
     xt = x
-    for step in pre:
+    for i, step in enumerate(shape.pre):
         xt = step.transform_one(xt)
-        if isinstance(step, FeatureCap):
+        if i == shape.cap_at:
             x = xt  # contributions named, and valued, as the cap gives them: zipcode=<other>
-    pred, score, proba = _predict(estimator, xt, isinstance(estimator, base.Classifier))
+    estimator = shape.estimator
+    pred, score, proba = _predict(estimator, xt, shape.estimator_classifier)
     if pred is None:
         return Explained(pred, score, proba, [])
+    weights = estimator.weights
     # Rank plain tuples; build records for the top ones only (scoring does this per event).
-    ranked = heapq.nlargest(
-        top, ((abs(c), f, v, c) for f, v in xt.items() if (c := weights.get(f, 0.0) * v) == c),
-        key=lambda t: t[0])  # (c == c drops NaN)
+    # sorted(...)[:top] is what heapq.nlargest returns, ties in the same order, and faster on
+    # the few features of an event.
+    ranked = sorted(
+        [(abs(c), f, v, c) for f, v in xt.items() if (c := weights.get(f, 0.0) * v) == c],
+        key=_first, reverse=True)[:top]  # (c == c drops NaN)
     return Explained(pred, score, proba, [
         Contribution(feature=f, value=x.get(f, v), contribution=float(c))
         for _, f, v, c in ranked])
+
+
+def _first(t: tuple[Any, ...]) -> Any:
+    return t[0]
 
 
 def _from_import_path(spec: str) -> Any:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import gc
 import math
 import random
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -169,6 +171,28 @@ def test_regressor_explained_adds_up_to_the_prediction(trained: dict[str, Any]) 
     everything = predict_explained(model, x, top=4).explanation
     intercept = model["LinearRegression"].intercept
     assert sum(c.contribution for c in everything) + intercept == pytest.approx(out.prediction)
+
+
+def test_an_explanation_follows_the_model_as_it_learns_and_does_not_keep_it_alive() -> None:
+    # What predict_explained keeps of a model (its structure, found once per model object)
+    # must not hold its weights as they were, nor the model once nobody else holds it (a
+    # scoring replica gets a new model object at every live update).
+    model = make_model("linear_regression")
+    x = {"a": 0.5, "b": -0.5}
+    assert [c.contribution for c in predict_explained(model, x, top=2).explanation] == [0, 0]
+    rng = random.Random(3)
+    for _ in range(500):
+        a, b = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        model.learn_one({"a": a, "b": b}, 3 * a - 2 * b)
+    out = predict_explained(model, x, top=2)
+    intercept = model["LinearRegression"].intercept
+    assert sum(c.contribution for c in out.explanation) + intercept == pytest.approx(
+        model.predict_one(x))
+    assert [c.feature for c in out.explanation] == ["a", "b"]
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
 
 
 def test_occlusion_is_the_score_without_the_feature_and_top_zero_does_no_work() -> None:
