@@ -440,6 +440,12 @@ class Runtime:
         # transactional input, so a caught-up processor shows no lag.
         offsets = [tp for tp in self.consumer.position(
             [TopicPartition(t, p) for t, p in self._touched]) if tp.offset >= 0]
+        if self._output:
+            # Send what lingers now (flush without waiting: librdkafka ignores linger.ms while
+            # flushing): its produce requests are answered while the offsets are sent, not
+            # after, when commit_transaction would first flush them. At 100 ev/s: commit
+            # 29 -> 22 ms (scoring), 19 -> 16 ms (feedback), p50 (bench/README.md).
+            self.producer.flush(0)
         if offsets:
             metadata = self.consumer.consumer_group_metadata()
             _retrying(lambda: self.producer.send_offsets_to_transaction(offsets, metadata, 30))
