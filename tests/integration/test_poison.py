@@ -90,8 +90,8 @@ def test_poison_records_cost_one_dead_letter_each_and_their_batches_are_served(
                              % (i, b"true" if i % 3 else b"false"))
         assert producer.flush(30) == 0
 
-        per_topic = {"raw": 3 * len(RAW_POISON), "served": 4 * len(INTERNAL_POISON), "training": 4 * len(INTERNAL_POISON),
-                     "labels": 4 * len(LABEL_POISON)}
+        per_topic = {"raw": 3 * len(RAW_POISON), "served": 4 * len(INTERNAL_POISON),
+                     "training": 4 * len(INTERNAL_POISON), "labels": 4 * len(LABEL_POISON)}
         expected = Counter({(processor, settings.topic(key)): count
                             for key, count in per_topic.items() for processor in READERS[key]})
 
