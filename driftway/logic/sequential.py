@@ -17,17 +17,14 @@ A short reference raises each threshold by a factor ``1 + h' / (I n)`` (``_thres
 estimation error weighs over the ``h' / I`` events a CUSUM needs, and most on small shifts.
 
 A one-hot group (``field=value`` names, grouped by ``field``) is one categorical feature: every
-batch, a window-limited generalised likelihood ratio compares the category counts of the last ``w``
-events (``WINDOWS`` lengths, one batch to ``LONGEST`` events) with the reference's, all categories
-at once (two-sample multinomial: twice it is chi-square with categories - 1 degrees of freedom under
-no change, whatever the reference's size), and alarms above a threshold per window
-(:func:`mix_threshold`: lower for the long windows, which find the small changes). Categories first
-seen after the reference share one "other" count, expected at the reference's rate of categories
-seen once (Good-Turing).
+batch, the window-limited generalised likelihood ratios of driftway.logic.category_mix compare
+the category counts of its last events with the reference's, all categories at once. Categories
+first seen after the reference share one "other" count, expected at the reference's rate of
+categories seen once (Good-Turing).
 
-``NUMERIC_CALIBRATION`` and ``MIX_CALIBRATION`` are measured by simulation on stationary streams
-(see their comment). Values are buffered and the statistics run vectorised every ``batch``
-updates; the alarm's ``index`` is the position where the statistic crossed, its
+``NUMERIC_CALIBRATION`` (and category_mix's ``MIX_CALIBRATION``) are measured by simulation on
+stationary streams (see their comment). Values are buffered and the statistics run vectorised
+every ``batch`` updates; the alarm's ``index`` is the position where the statistic crossed, its
 ``change_point`` where the CUSUM last left zero (numeric) or the maximum-likelihood start of
 the changed counts (categorical).
 
@@ -56,6 +53,7 @@ from typing import Literal
 import numpy as np
 from scipy import special
 
+from driftway.logic.category_mix import MixWindows
 from driftway.logic.drift import Alarm, FeatureRouter, _change_start, _floats
 
 MEAN_SHIFTS = (0.25, 0.5, 1.0, 2.0)  # sd; each up and down
@@ -65,9 +63,8 @@ GROW = 16  # the reference grows up to this many times its first size
 RECENT = 4096  # raw values each feature keeps, to describe a change (a power of two)
 RANK_SPAN = 100  # other features are ranked over at least this many events before the alarm
 TOP = 3  # features listed as "also moved" in an alarm
-LONGEST = 8192  # events in the longest window of the category-mix GLR
-WINDOWS = 19  # window lengths of the GLR, geometric from one batch to LONGEST
-# Thresholds: a numeric CUSUM stops at _thresholds, the GLR of a category mix at mix_threshold.
+# Thresholds: a numeric CUSUM stops at _thresholds, the GLR of a category mix at
+# driftway.logic.category_mix.mix_threshold (its calibration is there).
 # Measured by simulation at a budget of 1 per 100,000 (per-statistic maxima over stationary
 # streams of 100,000 events after a 1,000-event reference; 450 Gaussian, 150 Poisson(2), 150
 # binary): NUMERIC_CALIBRATION 4.3 / 4.7 / 5.0 gave 0.62 / 0.31 / 0.31 false alarms per 100,000
@@ -81,14 +78,7 @@ WINDOWS = 19  # window lengths of the GLR, geometric from one batch to LONGEST
 # hence 4.7 and not less. Without the reference's term in _thresholds, 4.7 gave 0.73 / 0.93 / 0.80
 # (a quarter of them in the first 5,000 events) and 351 / 110 / 33; with ln min(1, KL) in place of
 # 2 ln KL (one budget share per CUSUM), 371 / 106 / 28 at 0.3 per 100,000.
-# MIX_CALIBRATION 1.5 / 2 / 2.5 / 3 gave 0.085 / 0.045 / 0.025 / 0.010 false alarms per feature
-# and 100,000 events on a 4-way category (0.4 / 0.3 / 0.2 / 0.1), 0.060 / 0.045 / 0.020 / 0.010 on
-# an 8-way with rare ones (0.3 ... 0.02), 0.060 / 0.025 / 0.020 / 0.015 on a 2-way (0.7 / 0.3)
-# (200 streams each; the budget is 0.091 per feature at 11 features). With one level for all
-# windows (no share by length), 2.5 gave about 0.08 on 2-, 3-, 4- and 8-way mixes, and higher
-# thresholds on the long windows.
 NUMERIC_CALIBRATION = 4.7
-MIX_CALIBRATION = 2.0
 
 
 def log_run_length(n_features: int, false_alarms_per_100k: float) -> float:
@@ -108,24 +98,6 @@ def threshold(n_features: int, false_alarms_per_100k: float) -> float:
     19.21
     """
     return log_run_length(n_features, false_alarms_per_100k) + NUMERIC_CALIBRATION
-
-
-def mix_threshold(log_arl: float, categories: int, batch: int, windows: np.ndarray
-                  ) -> np.ndarray:
-    """The category-mix GLR's threshold per window (lengths ``windows``, in batches): its
-    chi-square tail (a gamma of ``(categories - 1) / 2``) at a share of ``batch`` checks' part
-    of the run length that grows with the window. A window of ``w`` events makes about one
-    independent test per ``w`` events, so with one level for all the shortest windows would
-    spend most of the budget; a share proportional to ``w`` gives each window the same part,
-    and the long windows, which find the small changes, a lower threshold.
-
-    >>> h = mix_threshold(log_run_length(11, 1.0), 4, 16, np.array([1, 32, 512]))
-    >>> [round(float(x), 1) for x in h]
-    [19.9, 16.4, 13.5]
-    """
-    share = windows / windows.max() * len(windows)
-    level = np.minimum(0.5, batch * math.exp(-log_arl - MIX_CALIBRATION) * share)
-    return special.gammainccinv(max(1, categories - 1) / 2, level)
 
 
 _NUMERIC_KL = np.array([m * m / 2 for m in MEAN_SHIFTS for _ in (1, -1)]
@@ -165,18 +137,6 @@ def _cusum(s0: np.ndarray, llr: np.ndarray) -> np.ndarray:
     return c - np.minimum(np.minimum.accumulate(c, axis=0), -s0)
 
 
-def _xlogx(x: np.ndarray) -> np.ndarray:
-    return special.xlogy(x, x)
-
-
-def _mix_glr(window: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Two-sample multinomial log-likelihood ratios of each row of ``window`` counts against the
-    reference counts ``ref``: sum N ln(N / m) + R ln(R / n) - (N + R) ln((N + R) / (m + n))."""
-    m, n = window.sum(axis=1), ref.sum()
-    return (_xlogx(window).sum(axis=1) + _xlogx(ref).sum() - _xlogx(window + ref).sum(axis=1)
-            - _xlogx(m) - _xlogx(n) + _xlogx(m + n))
-
-
 class _Feature:
     """One monitored feature (numeric, or a one-hot group): buffer, reference and statistics."""
 
@@ -194,13 +154,7 @@ class _Feature:
         self.s = np.empty(0)
         self.later: list[np.ndarray] = []  # watched values, to grow the reference (see flush)
         self.later_n = 0
-        # The GLR's past: cumulative category counts (and positions) at the end of each flush.
-        flushes = max(2, LONGEST // batch)
-        self.lags = np.unique(np.geomspace(1, flushes, WINDOWS).round().astype(np.intp))
-        self.past = np.zeros((flushes + 1, 0))
-        self.past_at = np.zeros(flushes + 1, dtype=np.int64)
-        self.flushes = 0
-        self.mix_h: tuple[tuple[float, int, int] | None, np.ndarray] = (None, np.empty(0))
+        self.windows = MixWindows(batch) if categorical else None  # the category-mix GLR's
 
     @property
     def watching(self) -> bool:
@@ -255,9 +209,8 @@ class _Feature:
             counts[-1] = max(0.5, float(np.sum(counts[:-1] == 1)))  # Good-Turing: seen once
             self.p0 = counts / counts.sum()
             self.ref_counts = counts
-            if not keep or self.past.shape[1] != k:  # (new categories: the past restarts)
-                self.past = np.zeros((len(self.past), k))
-                self.flushes = 0
+            assert self.windows is not None
+            self.windows.restart(k, keep)
             return
         self.sorted = np.sort(ref)
         mid = self._ranks(ref)  # mid-ranks: ties (a binary feature) do not look like a trend
@@ -332,24 +285,13 @@ class _Feature:
 
     def _mix(self, v: np.ndarray, i: np.ndarray, log_arl: float, batch: int
              ) -> tuple[int, int, int, float, float] | None:
-        k = self.past.shape[1]
-        codes = np.minimum(v.astype(np.intp), k - 1)
-        size = len(self.past)
-        if not self.flushes:  # the first window starts with these values
-            self.past_at[0] = i[0] - 1
-        total = self.past[self.flushes % size] + np.bincount(codes, minlength=k)
-        self.flushes += 1
-        self.past[self.flushes % size], self.past_at[self.flushes % size] = total, i[-1]
-        lags = self.lags[self.lags <= self.flushes]
-        g = _mix_glr(total - self.past[(self.flushes - lags) % size], self.ref_counts)
-        key = (log_arl, int(np.sum(self.ref_counts[:-1] > 0)), batch)
-        if self.mix_h[0] != key:
-            self.mix_h = key, mix_threshold(*key, self.lags)
-        h = self.mix_h[1][:len(lags)]
-        best = int(np.argmax(g - h))
-        if g[best] <= h[best]:
+        assert self.windows is not None
+        k = self.windows.categories
+        found = self.windows.test(np.minimum(v.astype(np.intp), k - 1), i, self.ref_counts,
+                                  log_arl, batch)
+        if found is None:
             return None
-        start = int(self.past_at[(self.flushes - lags[best]) % size]) + 1
+        stat, h, start = found
         # the maximum-likelihood start of the changed suffix, looked for over twice the window
         back, at = self._kept(max(0, 2 * start - int(i[-1])))
         if back.size:
@@ -360,7 +302,7 @@ class _Feature:
         after = np.minimum(self.since(start).astype(np.intp), k - 1)
         q = np.bincount(after, minlength=k) / max(1, after.size)
         col = int(np.argmax(self._share_shifts(q)))
-        return col, int(i[-1]), start, float(g[best]), float(h[best])
+        return col, int(i[-1]), start, stat, h
 
     def _share_shifts(self, q: np.ndarray) -> np.ndarray:
         """How far each category's share moved from the reference's, in its binomial sd; a

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from driftway.logic import sequential
+from driftway.logic.category_mix import mix_threshold
 from driftway.logic.drift import Alarm
 from driftway.logic.sequential import (
     SequentialDriftMonitor,
     log_run_length,
-    mix_threshold,
     threshold,
 )
 
