@@ -26,6 +26,9 @@ import math
 import numpy as np
 from scipy import special
 
+from driftway.logic.drift import _change_start
+from driftway.logic.reference import WatchedFeature
+
 LONGEST = 8192  # events in the longest window
 WINDOWS = 19  # window lengths, geometric from one batch to LONGEST
 # MIX_CALIBRATION 1.5 / 2 / 2.5 / 3 gave 0.085 / 0.045 / 0.025 / 0.010 false alarms per feature
@@ -113,3 +116,59 @@ class MixWindows:
             return None
         return (float(g[best]), float(h[best]),
                 int(self.past_at[(self.flushes - lags[best]) % size]) + 1)
+
+
+class CategoryFeature(WatchedFeature):
+    """A one-hot group: category codes, the category-mix GLR of driftway.logic.category_mix."""
+
+    def __init__(self, name: str, size: int, batch: int) -> None:
+        super().__init__(name, size)
+        self.codes: dict[str, int] = {}
+        self.windows = MixWindows(batch)
+
+    def _freeze(self, keep: bool = False) -> None:
+        ref = np.concatenate(self.ref)
+        self.ref_raw = ref
+        k = max(2, len(self.codes)) + 1  # the last code: categories first seen later
+        counts = np.bincount(ref.astype(np.intp), minlength=k)[:k].astype(float)
+        counts[-1] = max(0.5, float(np.sum(counts[:-1] == 1)))  # Good-Turing: seen once
+        self.p0 = counts / counts.sum()
+        self.ref_counts = counts
+        self.windows.restart(k, keep)  # (new categories: the windows start again)
+
+    def _test(self, v: np.ndarray, i: np.ndarray, log_arl: float, batch: int
+              ) -> tuple[int, int, int, float, float] | None:
+        k = self.windows.categories
+        found = self.windows.test(np.minimum(v.astype(np.intp), k - 1), i, self.ref_counts,
+                                  log_arl, batch)
+        if found is None:
+            return None
+        stat, h, start = found
+        # the maximum-likelihood start of the changed suffix, looked for over twice the window
+        back, at = self._kept(max(0, 2 * start - int(i[-1])))
+        if back.size:
+            # (a category the reference never had: half a count, not log 0, which made every
+            # suffix with one in it infinitely likely and the start the window's first event)
+            p0 = np.maximum(self.p0, 0.5 / float(self.ref_counts.sum()))
+            start = int(at[_change_start(np.minimum(back.astype(np.intp), k - 1), np.log(p0))])
+        after = np.minimum(self.since(start).astype(np.intp), k - 1)
+        q = np.bincount(after, minlength=k) / max(1, after.size)
+        col = int(np.argmax(self._share_shifts(q)))
+        return col, int(i[-1]), start, stat, h
+
+    def _share_shifts(self, q: np.ndarray) -> np.ndarray:
+        """How far each category's share moved from the reference's, in its binomial sd; a
+        category the reference never had (share 0) gets the sd of one in the reference, not a
+        division by zero (which made NaN, and argmax named that category)."""
+        floor = 1.0 / max(1.0, float(self.ref_counts.sum()))
+        return np.abs(q - self.p0) / np.sqrt(np.maximum(self.p0 * (1 - self.p0), floor))
+
+    def moved(self, start: int) -> float:
+        if not self.watching:
+            return 0.0
+        after = self.since(start)
+        k = len(self.p0)
+        if not after.size:
+            return 0.0
+        q = np.bincount(np.minimum(after.astype(np.intp), k - 1), minlength=k) / after.size
+        return float(np.max(self._share_shifts(q)))

@@ -1,7 +1,7 @@
 """Sequential data drift: per-feature tests against its reference, near the detection limit.
 
 Each feature's first ``reference`` values are its reference (later it grows with older watched
-values, see ``_Feature._grow``, so its estimation error shrinks). The false-alarm budget is
+values, see ``WatchedFeature._grow``, so its estimation error shrinks). The false-alarm budget is
 split evenly over the watched features: each has an in-control run length of
 ``n_features * 1e5 / budget`` events (:func:`log_run_length`).
 
@@ -53,14 +53,13 @@ from typing import Literal
 import numpy as np
 from scipy import special
 
-from driftway.logic.category_mix import MixWindows
-from driftway.logic.drift import Alarm, FeatureRouter, _change_start, _floats
+from driftway.logic.category_mix import CategoryFeature
+from driftway.logic.drift import Alarm, FeatureRouter
+from driftway.logic.reference import WatchedFeature
 
 MEAN_SHIFTS = (0.25, 0.5, 1.0, 2.0)  # sd; each up and down
 SD_RATIOS = (1.5, 1 / 1.5)
 TREND = 0.5  # |rank correlation with arrival order| of a reference that is not watched
-GROW = 16  # the reference grows up to this many times its first size
-RECENT = 4096  # raw values each feature keeps, to describe a change (a power of two)
 RANK_SPAN = 100  # other features are ranked over at least this many events before the alarm
 TOP = 3  # features listed as "also moved" in an alarm
 # Thresholds: a numeric CUSUM stops at _thresholds, the GLR of a category mix at
@@ -137,81 +136,19 @@ def _cusum(s0: np.ndarray, llr: np.ndarray) -> np.ndarray:
     return c - np.minimum(np.minimum.accumulate(c, axis=0), -s0)
 
 
-class _Feature:
-    """One monitored feature (numeric, or a one-hot group): buffer, reference and statistics."""
+class NumericFeature(WatchedFeature):
+    """A numeric feature: normal scores through its reference's mid-ranks, ten CUSUMs."""
 
-    def __init__(self, name: str, categorical: bool, size: int, batch: int) -> None:
-        self.name, self.categorical, self.size = name, categorical, size
-        self.vals: list = []  # pending values (or category codes) ...
-        self.idx: list[int] = []  # ... and their stream positions
-        self.codes: dict[str, int] = {}
-        self.ref: list[np.ndarray] = []
-        self.ref_n = 0
-        self.trending = False
-        self.recent = np.zeros(RECENT)  # raw values (codes), and positions, for alarms
-        self.recent_idx = np.full(RECENT, -1, dtype=np.int64)
-        self.seen = 0
+    def __init__(self, name: str, size: int) -> None:
+        super().__init__(name, size)
         self.s = np.empty(0)
-        self.later: list[np.ndarray] = []  # watched values, to grow the reference (see flush)
-        self.later_n = 0
-        self.windows = MixWindows(batch) if categorical else None  # the category-mix GLR's
 
-    @property
-    def watching(self) -> bool:
-        return self.ref_n >= self.size and not self.trending
-
-    def restart(self) -> None:
-        self.ref, self.ref_n, self.trending, self.later, self.later_n = [], 0, False, [], 0
-
-    def _grow(self, v: np.ndarray) -> None:
-        """Grow the reference: when the watched values outnumber it twice, all but the last
-        ``size`` of them join it (up to ``GROW`` times its first size), so its estimation error
-        shrinks; the newest stay out, so a change under way is not absorbed."""
-        if self.ref_n >= GROW * self.size:
-            return
-        self.later.append(v)
-        self.later_n += len(v)
-        lag = self.size // 2
-        if self.later_n < self.ref_n // 2 + lag:
-            return
-        later = np.concatenate(self.later)
-        self.ref.append(later[:-lag])
-        self.ref_n += len(later) - lag
-        self.later, self.later_n = [later[-lag:]], lag
-        self._freeze(keep=True)
-
-    def _keep(self, v: np.ndarray, i: np.ndarray) -> None:
-        start = self.seen & (RECENT - 1)
-        if start + len(v) <= RECENT:
-            self.recent[start:start + len(v)], self.recent_idx[start:start + len(v)] = v, i
-        else:
-            pos = (self.seen + np.arange(len(v))) & (RECENT - 1)
-            self.recent[pos], self.recent_idx[pos] = v, i
-        self.seen += len(v)
-
-    def _kept(self, start: int, end: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
-        """The raw values kept from stream position ``start`` to ``end``, and their positions,
-        oldest first."""
-        keep = (self.recent_idx >= start) & (self.recent_idx <= end)
-        order = np.argsort(self.recent_idx[keep], kind="stable")
-        return self.recent[keep][order], self.recent_idx[keep][order]
-
-    def since(self, start: int) -> np.ndarray:
-        """The raw values kept from stream position ``start`` on, oldest first."""
-        return self._kept(start)[0]
+    def _present(self, v: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return v[~np.isnan(v)], i[~np.isnan(v)]  # missing values are skipped
 
     def _freeze(self, keep: bool = False) -> None:
         ref = np.concatenate(self.ref)
         self.ref_raw = ref
-        if self.categorical:
-            k = max(2, len(self.codes)) + 1  # the last code: categories first seen later
-            counts = np.bincount(ref.astype(np.intp), minlength=k)[:k].astype(float)
-            counts[-1] = max(0.5, float(np.sum(counts[:-1] == 1)))  # Good-Turing: seen once
-            self.p0 = counts / counts.sum()
-            self.ref_counts = counts
-            assert self.windows is not None
-            self.windows.restart(k, keep)
-            return
         self.sorted = np.sort(ref)
         mid = self._ranks(ref)  # mid-ranks: ties (a binary feature) do not look like a trend
         rho = np.corrcoef(mid, np.arange(len(ref)))[0, 1] if mid.std() > 0 else 0.0
@@ -230,35 +167,8 @@ class _Feature:
         z = special.ndtri((self._ranks(v) / 2 + 0.5) / (len(self.sorted) + 1))
         return (z - self.z_mean) / self.z_sd
 
-    def flush(self, log_arl: float, batch: int) -> tuple[int, int, int, float, float] | None:
-        """Run the pending values; (column, crossing position, change point, value, threshold)
-        when a statistic crosses its threshold (column: the CUSUM, or the category)."""
-        if not self.vals:
-            return None
-        v, i = _floats(self.vals), np.array(self.idx, dtype=np.int64)
-        self.vals.clear()  # in place: the monitor's routes hold these lists
-        self.idx.clear()
-        if not self.categorical:
-            v, i = v[~np.isnan(v)], i[~np.isnan(v)]
-        self._keep(v, i)
-        if self.ref_n < self.size:
-            take = min(self.size - self.ref_n, len(v))
-            self.ref.append(v[:take])
-            self.ref_n += take
-            v, i = v[take:], i[take:]
-            if self.ref_n == self.size:
-                self._freeze()
-        if not len(v) or not self.watching:
-            return None
-        found = self._mix(v, i, log_arl, batch) if self.categorical else self._cusums(v, i,
-                                                                                      log_arl)
-        self._grow(v)
-        if found:
-            self.restart()
-        return found
-
-    def _cusums(self, v: np.ndarray, i: np.ndarray, log_arl: float
-                ) -> tuple[int, int, int, float, float] | None:
+    def _test(self, v: np.ndarray, i: np.ndarray, log_arl: float, batch: int
+              ) -> tuple[int, int, int, float, float] | None:
         s = _cusum(self.s, _numeric_llr(self._scores(v)))
         self.s = s[-1]
         return self._crossing(s, i, _thresholds(log_arl, len(self.sorted)))
@@ -283,56 +193,22 @@ class _Feature:
         tail = np.cumsum(llr[::-1])[::-1]  # sum of llr from each value to the crossing
         return int(pos[int(np.argmax(tail))])
 
-    def _mix(self, v: np.ndarray, i: np.ndarray, log_arl: float, batch: int
-             ) -> tuple[int, int, int, float, float] | None:
-        assert self.windows is not None
-        k = self.windows.categories
-        found = self.windows.test(np.minimum(v.astype(np.intp), k - 1), i, self.ref_counts,
-                                  log_arl, batch)
-        if found is None:
-            return None
-        stat, h, start = found
-        # the maximum-likelihood start of the changed suffix, looked for over twice the window
-        back, at = self._kept(max(0, 2 * start - int(i[-1])))
-        if back.size:
-            # (a category the reference never had: half a count, not log 0, which made every
-            # suffix with one in it infinitely likely and the start the window's first event)
-            p0 = np.maximum(self.p0, 0.5 / float(self.ref_counts.sum()))
-            start = int(at[_change_start(np.minimum(back.astype(np.intp), k - 1), np.log(p0))])
-        after = np.minimum(self.since(start).astype(np.intp), k - 1)
-        q = np.bincount(after, minlength=k) / max(1, after.size)
-        col = int(np.argmax(self._share_shifts(q)))
-        return col, int(i[-1]), start, stat, h
-
-    def _share_shifts(self, q: np.ndarray) -> np.ndarray:
-        """How far each category's share moved from the reference's, in its binomial sd; a
-        category the reference never had (share 0) gets the sd of one in the reference, not a
-        division by zero (which made NaN, and argmax named that category)."""
-        floor = 1.0 / max(1.0, float(self.ref_counts.sum()))
-        return np.abs(q - self.p0) / np.sqrt(np.maximum(self.p0 * (1 - self.p0), floor))
-
     def moved(self, start: int) -> float:
-        """How far this feature moved since ``start``: the largest standardised shift."""
         if not self.watching:
             return 0.0
         after = self.since(start)
-        if self.categorical:
-            k = len(self.p0)
-            if not after.size:
-                return 0.0
-            q = np.bincount(np.minimum(after.astype(np.intp), k - 1), minlength=k) / after.size
-            return float(np.max(self._share_shifts(q)))
         if after.size < 2:
             return 0.0
         sd = float(self.ref_raw.std()) or 1.0
         return float(abs(after.mean() - self.ref_raw.mean()) / sd)
 
 
-def _run_together(group: list[_Feature], log_arl: float
+def _run_together(group: list[NumericFeature], log_arl: float
                   ) -> dict[int, tuple[int, int, int, float, float]] | None:
     """Run the pending values of watched numeric features as one matrix, when all of them came
     at the same positions (each event carried every feature): per-feature results as
-    ``_Feature.flush`` gives them, by the feature's place in ``group``; None when they differ."""
+    ``WatchedFeature.flush`` gives them, by the feature's place in ``group``; None when they
+    differ."""
     idx = group[0].idx
     if any(f.idx != idx for f in group):
         return None
@@ -402,13 +278,15 @@ class SequentialDriftMonitor(FeatureRouter):
         """Features not watched because their reference trends (non-stationary by construction)."""
         return [f.name for f in self._features.values() if f.trending]
 
-    def _new(self, name: str, categorical: bool) -> _Feature:
-        return _Feature(name, categorical, self.reference, self.batch)
+    def _new(self, name: str, categorical: bool) -> WatchedFeature:
+        if categorical:
+            return CategoryFeature(name, self.reference, self.batch)
+        return NumericFeature(name, self.reference)
 
     def _check(self) -> list[Alarm]:
         log_arl, features = self.log_run_length, list(self._features.values())
         # The watched numeric features, when their values came together, run as one matrix.
-        group = [f for f in features if not f.categorical and f.watching and f.vals]
+        group = [f for f in features if isinstance(f, NumericFeature) and f.watching and f.vals]
         together = _run_together(group, log_arl) if len(group) > 1 else None
         ran = {id(f) for f in group} if together is not None else set()
         crossings = {id(group[j]): c for j, c in (together or {}).items()}
@@ -420,7 +298,7 @@ class SequentialDriftMonitor(FeatureRouter):
                 found.append((feature, *crossed))
         return [self._alarm(*f) for f in found]
 
-    def _alarm(self, feature: _Feature, col: int, index: int, start: int, stat: float,
+    def _alarm(self, feature: WatchedFeature, col: int, index: int, start: int, stat: float,
                h: float) -> Alarm:
         after = feature.since(start)
         after = after[:max(1, index - start + 1)] if after.size else after
@@ -428,7 +306,7 @@ class SequentialDriftMonitor(FeatureRouter):
         moved = sorted(((f.moved(since), f.name) for f in self._features.values()
                         if f is not feature), reverse=True)
         also = tuple((name, round(shift, 3)) for shift, name in moved[:TOP] if shift > 0)
-        if feature.categorical:
+        if isinstance(feature, CategoryFeature):
             names = {c: name for name, c in feature.codes.items()}
             k = len(feature.p0)
             label = [names.get(c, "other") for c in range(k - 1)] + ["other"]
