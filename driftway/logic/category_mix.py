@@ -9,11 +9,11 @@ freedom under no change, whatever the reference's size), alarming above a thresh
 >>> windows.restart(categories=3, keep=False)
 >>> reference = np.array([500.0, 500.0, 0.5])  # two categories, and "seen later"
 >>> same = [windows.test(np.array([0, 1] * 8), np.arange(16 * t, 16 * t + 16), reference,
-...                      log_run_length=14.0, batch=16) for t in range(50)]
+...                      log_run_length=14.0) for t in range(50)]
 >>> any(same)
 False
 >>> moved = [windows.test(np.array([0] * 16), np.arange(16 * t, 16 * t + 16), reference,
-...                       log_run_length=14.0, batch=16) for t in range(50, 60)]
+...                       log_run_length=14.0) for t in range(50, 60)]
 >>> stat, h, start = next(m for m in moved if m)
 >>> stat > h, start >= 800
 (True, True)
@@ -76,6 +76,7 @@ class MixWindows:
     reference; the thresholds are kept while the budget, the categories and the batch stay."""
 
     def __init__(self, batch: int) -> None:
+        self.batch = batch
         flushes = max(2, LONGEST // batch)
         self.lags = np.unique(np.geomspace(1, flushes, WINDOWS).round().astype(np.intp))
         self.past = np.zeros((flushes + 1, 0))
@@ -95,7 +96,7 @@ class MixWindows:
             self.flushes = 0
 
     def test(self, codes: np.ndarray, i: np.ndarray, ref_counts: np.ndarray,
-             log_run_length: float, batch: int) -> tuple[float, float, int] | None:
+             log_run_length: float) -> tuple[float, float, int] | None:
         """Add a batch's category codes (at stream positions ``i``) and test every window
         against ``ref_counts``: the window furthest over its threshold, as (statistic,
         threshold, the window's first position), or None."""
@@ -107,7 +108,7 @@ class MixWindows:
         self.past[self.flushes % size], self.past_at[self.flushes % size] = total, i[-1]
         lags = self.lags[self.lags <= self.flushes]
         g = glr(total - self.past[(self.flushes - lags) % size], ref_counts)
-        key = (log_run_length, int(np.sum(ref_counts[:-1] > 0)), batch)
+        key = (log_run_length, int(np.sum(ref_counts[:-1] > 0)), self.batch)
         if self._h[0] != key:
             self._h = key, mix_threshold(*key, self.lags)
         h = self._h[1][:len(lags)]
@@ -126,9 +127,7 @@ class CategoryFeature(WatchedFeature):
         self.codes: dict[str, int] = {}
         self.windows = MixWindows(batch)
 
-    def _freeze(self, keep: bool = False) -> None:
-        ref = np.concatenate(self.ref)
-        self.ref_raw = ref
+    def _fit(self, ref: np.ndarray, keep: bool) -> None:
         k = max(2, len(self.codes)) + 1  # the last code: categories first seen later
         counts = np.bincount(ref.astype(np.intp), minlength=k)[:k].astype(float)
         counts[-1] = max(0.5, float(np.sum(counts[:-1] == 1)))  # Good-Turing: seen once
@@ -136,11 +135,11 @@ class CategoryFeature(WatchedFeature):
         self.ref_counts = counts
         self.windows.restart(k, keep)  # (new categories: the windows start again)
 
-    def _test(self, v: np.ndarray, i: np.ndarray, log_arl: float, batch: int
+    def _test(self, v: np.ndarray, i: np.ndarray, log_arl: float
               ) -> tuple[int, int, int, float, float] | None:
         k = self.windows.categories
         found = self.windows.test(np.minimum(v.astype(np.intp), k - 1), i, self.ref_counts,
-                                  log_arl, batch)
+                                  log_arl)
         if found is None:
             return None
         stat, h, start = found
@@ -163,12 +162,9 @@ class CategoryFeature(WatchedFeature):
         floor = 1.0 / max(1.0, float(self.ref_counts.sum()))
         return np.abs(q - self.p0) / np.sqrt(np.maximum(self.p0 * (1 - self.p0), floor))
 
-    def moved(self, start: int) -> float:
-        if not self.watching:
-            return 0.0
-        after = self.since(start)
-        k = len(self.p0)
+    def _shift(self, after: np.ndarray) -> float:
         if not after.size:
             return 0.0
+        k = len(self.p0)
         q = np.bincount(np.minimum(after.astype(np.intp), k - 1), minlength=k) / after.size
         return float(np.max(self._share_shifts(q)))

@@ -17,6 +17,7 @@ import math
 import re
 import weakref
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from river import base, compose, forest, linear_model, preprocessing, tree
@@ -243,10 +244,9 @@ class _Shape(NamedTuple):
     object (River's isinstance checks walk a pipeline's steps: per event they cost more than
     the logistic regression's prediction)."""
 
-    classifier: bool
+    classifier: bool  # (of a linear pipeline: whether its final estimator is one)
     pre: tuple[Any, ...] = ()  # a linear model's preprocessing steps ...
     estimator: Any = None  # ... and its final estimator (None: not linear)
-    estimator_classifier: bool = False
     cap_at: int = -1  # the last FeatureCap among pre (-1: none)
 
 
@@ -274,8 +274,7 @@ def _find_shape(model: Any) -> _Shape:
     if isinstance(getattr(estimator, "weights", None), dict) and all(
             isinstance(step, base.Transformer) for step in pre):
         caps = [i for i, step in enumerate(pre) if isinstance(step, FeatureCap)]
-        return _Shape(classifier, tuple(pre), estimator,
-                      isinstance(estimator, base.Classifier), caps[-1] if caps else -1)
+        return _Shape(classifier, tuple(pre), estimator, caps[-1] if caps else -1)
     return _Shape(classifier)
 
 
@@ -286,7 +285,7 @@ def _explain_linear(shape: _Shape, x: dict[str, float], top: int) -> Explained:
         if i == shape.cap_at:
             x = xt  # contributions named, and valued, as the cap gives them: zipcode=<other>
     estimator = shape.estimator
-    pred, score, proba = _predict(estimator, xt, shape.estimator_classifier)
+    pred, score, proba = _predict(estimator, xt, shape.classifier)
     if pred is None:
         return Explained(pred, score, proba, [])
     weights = estimator.weights
@@ -295,14 +294,10 @@ def _explain_linear(shape: _Shape, x: dict[str, float], top: int) -> Explained:
     # the few features of an event.
     ranked = sorted(
         [(abs(c), f, v, c) for f, v in xt.items() if (c := weights.get(f, 0.0) * v) == c],
-        key=_first, reverse=True)[:top]  # (c == c drops NaN)
+        key=itemgetter(0), reverse=True)[:top]  # (c == c drops NaN)
     return Explained(pred, score, proba, [
         Contribution(feature=f, value=x.get(f, v), contribution=float(c))
         for _, f, v, c in ranked])
-
-
-def _first(t: tuple[Any, ...]) -> Any:
-    return t[0]
 
 
 def _from_import_path(spec: str) -> Any:

@@ -75,7 +75,7 @@ class WatchedFeature:
         """The raw values kept from stream position ``start`` on, oldest first."""
         return self._kept(start)[0]
 
-    def flush(self, log_arl: float, batch: int) -> tuple[int, int, int, float, float] | None:
+    def flush(self, log_arl: float) -> tuple[int, int, int, float, float] | None:
         """Run the pending values; (column, crossing position, change point, value, threshold)
         when a statistic crosses its threshold (column: the CUSUM, or the category)."""
         if not self.vals:
@@ -94,7 +94,7 @@ class WatchedFeature:
                 self._freeze()
         if not len(v) or not self.watching:
             return None
-        found = self._test(v, i, log_arl, batch)
+        found = self._test(v, i, log_arl)
         self._grow(v)
         if found:
             self.restart()
@@ -104,12 +104,20 @@ class WatchedFeature:
         return v, i
 
     def _freeze(self, keep: bool = False) -> None:
-        raise NotImplementedError
-
-    def _test(self, v: np.ndarray, i: np.ndarray, log_arl: float, batch: int
-              ) -> tuple[int, int, int, float, float] | None:
-        raise NotImplementedError
+        """The reference is complete (or grown, ``keep``): the statistics take it."""
+        self.ref_raw = np.concatenate(self.ref)
+        self._fit(self.ref_raw, keep)
 
     def moved(self, start: int) -> float:
         """How far this feature moved since ``start``: the largest standardised shift."""
+        return self._shift(self.since(start)) if self.watching else 0.0
+
+    def _fit(self, ref: np.ndarray, keep: bool) -> None:
+        raise NotImplementedError
+
+    def _test(self, v: np.ndarray, i: np.ndarray, log_arl: float
+              ) -> tuple[int, int, int, float, float] | None:
+        raise NotImplementedError
+
+    def _shift(self, after: np.ndarray) -> float:
         raise NotImplementedError

@@ -146,9 +146,7 @@ class NumericFeature(WatchedFeature):
     def _present(self, v: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return v[~np.isnan(v)], i[~np.isnan(v)]  # missing values are skipped
 
-    def _freeze(self, keep: bool = False) -> None:
-        ref = np.concatenate(self.ref)
-        self.ref_raw = ref
+    def _fit(self, ref: np.ndarray, keep: bool) -> None:
         self.sorted = np.sort(ref)
         mid = self._ranks(ref)  # mid-ranks: ties (a binary feature) do not look like a trend
         rho = np.corrcoef(mid, np.arange(len(ref)))[0, 1] if mid.std() > 0 else 0.0
@@ -167,7 +165,7 @@ class NumericFeature(WatchedFeature):
         z = special.ndtri((self._ranks(v) / 2 + 0.5) / (len(self.sorted) + 1))
         return (z - self.z_mean) / self.z_sd
 
-    def _test(self, v: np.ndarray, i: np.ndarray, log_arl: float, batch: int
+    def _test(self, v: np.ndarray, i: np.ndarray, log_arl: float
               ) -> tuple[int, int, int, float, float] | None:
         s = _cusum(self.s, _numeric_llr(self._scores(v)))
         self.s = s[-1]
@@ -193,10 +191,7 @@ class NumericFeature(WatchedFeature):
         tail = np.cumsum(llr[::-1])[::-1]  # sum of llr from each value to the crossing
         return int(pos[int(np.argmax(tail))])
 
-    def moved(self, start: int) -> float:
-        if not self.watching:
-            return 0.0
-        after = self.since(start)
+    def _shift(self, after: np.ndarray) -> float:
         if after.size < 2:
             return 0.0
         sd = float(self.ref_raw.std()) or 1.0
@@ -292,8 +287,7 @@ class SequentialDriftMonitor(FeatureRouter):
         crossings = {id(group[j]): c for j, c in (together or {}).items()}
         found = []
         for feature in features:
-            crossed = crossings.get(id(feature)) if id(feature) in ran else feature.flush(
-                log_arl, self.batch)
+            crossed = crossings.get(id(feature)) if id(feature) in ran else feature.flush(log_arl)
             if crossed:
                 found.append((feature, *crossed))
         return [self._alarm(*f) for f in found]
