@@ -446,12 +446,19 @@ class Runtime:
             # after, when commit_transaction would first flush them. At 100 ev/s: commit
             # 29 -> 22 ms (scoring), 19 -> 16 ms (feedback), p50 (bench/README.md).
             self.producer.flush(0)
-        if offsets:
-            metadata = self.consumer.consumer_group_metadata()
-            _retrying(lambda: self.producer.send_offsets_to_transaction(offsets, metadata, 30))
         try:
+            if offsets:
+                metadata = self.consumer.consumer_group_metadata()
+                _retrying(lambda: self.producer.send_offsets_to_transaction(offsets, metadata,
+                                                                            30))
             _retrying(lambda: self.producer.commit_transaction(60))  # fails if one undelivered
         except KafkaException as exc:
+            # A refused record can fail the transaction before its delivery report is served
+            # (then send_offsets says only "erroneous state"): serve the reports, so the error
+            # raised is the broker's reason.
+            self.producer.poll(0)
+            if not self._errors:
+                self.producer.flush(1)
             self._raise_undelivered(exc)
             raise
         self._in_transaction = False
