@@ -405,7 +405,6 @@ class Runtime:
         except BufferError:  # librdkafka's queue is full: serve it, then queue again
             produce(self.producer, topic, key, value, None, partition)
         except KafkaException as exc:
-            self.producer.poll(0)  # the failed deliveries that put the transaction in error
             self._raise_undelivered(exc)
             raise
 
@@ -419,6 +418,12 @@ class Runtime:
             self._errors.append(str(err))
 
     def _raise_undelivered(self, cause: BaseException | None = None) -> None:
+        """Raise the broker's reason for the records it refused, if any. A refused record can
+        fail the transaction before its delivery report is served (a transactional call then
+        says only "erroneous state"): the reports are served first."""
+        self.producer.poll(0)
+        if not self._errors:
+            self.producer.flush(1)
         if self._errors:
             errors, self._errors = self._errors, []
             raise RuntimeError(f"{len(errors)} records not delivered, the transaction is "
@@ -453,12 +458,6 @@ class Runtime:
                                                                             30))
             _retrying(lambda: self.producer.commit_transaction(60))  # fails if one undelivered
         except KafkaException as exc:
-            # A refused record can fail the transaction before its delivery report is served
-            # (then send_offsets says only "erroneous state"): serve the reports, so the error
-            # raised is the broker's reason.
-            self.producer.poll(0)
-            if not self._errors:
-                self.producer.flush(1)
             self._raise_undelivered(exc)
             raise
         self._in_transaction = False
