@@ -102,13 +102,13 @@ def topic_records(settings: Settings, start: int, end: int,
     the topic no longer holds `start` (retention removed it)."""
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-    from driftway.io.kafka import client_config
+    from driftway.io.kafka import TO_THE_END, client_config
 
     topic = settings.topic("training")
     consumer = Consumer({**client_config(settings),
                          "group.id": f"{settings.app_id}-explain-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "enable.partition.eof": True, "auto.offset.reset": "error"})
+                         **TO_THE_END, "auto.offset.reset": "error"})
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10,
                                                    cached=False)

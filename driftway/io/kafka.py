@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 #: logging, shown from the configured log level up, instead of straight to stderr.
 LIBRDKAFKA_LOG = logging.getLogger("driftway.librdkafka")
 
+#: Consumer settings of a reader that stops at a partition's end as of now (a state restore, the
+#: registry's re-read, a rebuild): librdkafka reports the end when a fetch comes back empty, and
+#: the broker holds an empty fetch for fetch.wait.max.ms (500 by default) — half a second, or
+#: more, spent at every end; 10 ms ends a restore of an empty changelog in 0.1 s instead of 1.6.
+TO_THE_END: dict[str, Any] = {"enable.partition.eof": True, "fetch.wait.max.ms": 10}
+
 
 def client_config(settings: Settings) -> dict[str, Any]:
     """Connection settings shared by every confluent-kafka client: brokers, TLS and SASL.
@@ -166,7 +172,7 @@ def read_to_end(settings: Settings, topic: str, partitions: list[int] | None = N
         **client_config(settings),
         "group.id": f"{settings.app_id}-{purpose}-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
-        "enable.partition.eof": True,  # sent for an empty partition too
+        **TO_THE_END,  # the end-of-partition event is sent for an empty partition too
         "isolation.level": "read_committed",
     })
     try:

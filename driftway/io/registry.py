@@ -14,7 +14,7 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from driftway.io.kafka import client_config
+from driftway.io.kafka import TO_THE_END, client_config
 from driftway.logic.registry import REGISTRY_TOPICS, RegistryError, RegistryState
 from driftway.schemas.events import ArtifactChunk, ModelVersion
 from driftway.settings import Settings
@@ -95,7 +95,7 @@ class ModelRegistry(RegistryState):
         """Scan the artifacts topic again for one evicted artifact (rare: a rollback far back)."""
         consumer = Consumer({**client_config(self.settings),
                              "group.id": f"{self.settings.app_id}-reread-{uuid.uuid4().hex[:8]}",
-                             "enable.auto.commit": False, "enable.partition.eof": True})
+                             "enable.auto.commit": False, **TO_THE_END})
         topic = self.settings.topic("model-artifacts")
         try:
             parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions

@@ -30,6 +30,7 @@ offsets, and a commit is one atomic step for output, state and position.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -636,4 +637,10 @@ def run_processor(settings: Settings, processor: Processor, instance: str | None
     runtime = Runtime(settings, processor, instance)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: runtime.stop())
+    # What start-up built (River, scipy, pydantic, the processor: ~110,000 objects) lives as long
+    # as the process: kept out of the cyclic collector, a full collection no longer walks it
+    # (each took 130-210 ms mid-stream, a pause in every record's latency) and neither does the
+    # one at exit (a stop took 0.9 s, now 0.1 s).
+    gc.collect()
+    gc.freeze()
     runtime.run()
