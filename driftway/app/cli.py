@@ -20,10 +20,6 @@ from rich.console import Console
 from rich.table import Table
 
 from driftway.app.context import settings_of
-from driftway.app.dead_letters import dead_letters
-from driftway.app.experiment import experiment
-from driftway.app.explain import explain
-from driftway.app.models_cli import models
 from driftway.schemas import topology
 from driftway.settings import Settings
 
@@ -31,7 +27,27 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose command groups in other modules are imported when one is run (click's
+    lazy-loading recipe): `driftway query` or a processor's `driftway run` does not import
+    River's models and scipy for `explain` and `experiment`."""
+
+    lazy = {"models": "driftway.app.models_cli:models", "explain": "driftway.app.explain:explain",
+            "experiment": "driftway.app.experiment:experiment",
+            "dead-letters": "driftway.app.dead_letters:dead_letters"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.lazy:
+            return super().get_command(ctx, name)
+        module, attr = self.lazy[name].split(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None,
               help="Where the local broker and embedded ClickHouse keep data "
                    "[env DRIFTWAY_STATE_DIR; default .driftway].")
@@ -351,12 +367,6 @@ def schemas_export(out: Path | None) -> None:
 
     for path in write_json_schemas(out):
         console.print(str(path))
-
-
-cli.add_command(models)
-cli.add_command(explain)
-cli.add_command(experiment)
-cli.add_command(dead_letters)
 
 
 def main() -> None:

@@ -105,8 +105,9 @@ def _assert_cli_command(where: str, command: Any) -> None:
     for token in command[1:]:
         if token.startswith("-") or not isinstance(cmd, click.Group):
             break
-        assert token in cmd.commands, f"{where}: no `{' '.join(path)} {token}` command"
-        cmd = cmd.commands[token]
+        found = cmd.get_command(click.Context(cmd), token)  # lazily imported ones too
+        assert found is not None, f"{where}: no `{' '.join(path)} {token}` command"
+        cmd = found
         path.append(token)
     assert not isinstance(cmd, click.Group), f"{where}: `{' '.join(path)}` is a group"
 
