@@ -15,6 +15,7 @@ they see, so the result equals an uninterrupted run.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -78,8 +79,9 @@ class LearnerProcessor:
 
     # -- the runtime's hooks ------------------------------------------------------------------
 
-    def start(self) -> list[Out]:
-        """Recover the lines (version zero if nothing is deployed); written before any record."""
+    def start(self, _stopping: threading.Event) -> list[Out]:
+        """Recover the lines (version zero if nothing is deployed); written before any record
+        (bounded work: it does not wait on anything that may never come)."""
         self.position = self.recover()
         log.info("learner reads the training topic from offset %d", self.position)
         return self.emit.take()

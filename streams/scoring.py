@@ -218,12 +218,14 @@ class DeploymentWatcher(threading.Thread):
                 letter.to_bytes(), lambda err, _msg: err and log.error("dead letter: %s", err))
         self._producer.flush(10)
 
-    def wait_ready(self) -> ServingSet:
-        """Wait until there is something to serve (the learner deploys the first version)."""
+    def wait_ready(self, stopping: threading.Event) -> ServingSet | None:
+        """Wait until there is something to serve (the learner deploys the first version);
+        None if `stopping` is set first."""
         while self.current is None:
             if self.failed is not None:
                 raise RuntimeError("the deployment watcher failed") from self.failed
-            time.sleep(0.05)
+            if stopping.wait(0.05):
+                return None
         return self.current
 
 
@@ -261,10 +263,11 @@ class Scoring:
         self.serving: ServingSet | None = None
         self.started = 0.0
 
-    def start(self) -> None:
-        """Follow the registry, and wait for something to serve (the learner's version zero)."""
+    def start(self, stopping: threading.Event) -> None:
+        """Follow the registry, and wait for something to serve (the learner's version zero)
+        or for the runtime to stop."""
         self.watcher.start()
-        self.watcher.wait_ready()
+        self.watcher.wait_ready(stopping)
 
     def resume_at(self, assigned: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """A stack upgraded from before features was part of scoring: where scoring's group has

@@ -85,9 +85,10 @@ class Processor(Protocol):
 
     Besides `handle`, a processor may define (the runtime looks them up):
 
-    - ``start()``: once, before the first record (scoring waits for something to serve); the
-      records it returns are written and committed before any is read (the learner's version
-      zero and its deployment);
+    - ``start(stopping)``: once, before the first record (scoring waits for something to
+      serve); the records it returns are written and committed before any is read (the
+      learner's version zero and its deployment). A start that waits returns once `stopping`
+      (the runtime's stop event: SIGTERM, Ctrl-C) is set, and the runtime then ends there;
     - ``begin_batch()``: before each batch (scoring takes the current serving set), and the
       records it returns are written with the batch (the learner follows deployments);
     - ``end_batch()``: after each batch, the records it returns are written with it (the
@@ -229,7 +230,10 @@ class Runtime:
         self.producer.init_transactions(30)
         start = getattr(self.processor, "start", None)
         if start is not None:
-            outs = start()
+            outs = start(self.stopping)
+            if self.stopping.is_set():  # stopped while it waited: nothing read, nothing owed
+                self.close()
+                return
             if outs:  # what a processor writes before any record (the learner's version zero)
                 self._begin()
                 self._write(outs)

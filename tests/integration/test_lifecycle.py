@@ -108,6 +108,9 @@ def test_a_start_up_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
             up.kill()
     assert up.returncode == 1, err
     assert "process exited" in err and "DRIFTWAY_PROCESSING__MODEL" in err, err
+    # Each stopped at SIGTERM, scoring too while it waited for a first version to serve: none
+    # had to be killed.
+    assert "did not stop" not in err, err
     # It had started the broker and the processors before the learner failed...
     assert any("kafka.Kafka" in c for c in started) and any("scoring" in c for c in started)
     time.sleep(0.5)  # ...and stopped every one of them
