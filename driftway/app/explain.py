@@ -102,7 +102,7 @@ def topic_records(settings: Settings, start: int, end: int,
     the topic no longer holds `start` (retention removed it)."""
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-    from driftway.io.kafka import TO_THE_END, client_config
+    from driftway.io.kafka import TO_THE_END, client_config, take
 
     topic = settings.topic("training")
     consumer = Consumer({**client_config(settings),
@@ -123,7 +123,7 @@ def topic_records(settings: Settings, start: int, end: int,
         deadline = time.monotonic() + timeout
         while True:
             at_end = False
-            for msg in consumer.consume(1000, timeout=0.5):
+            for msg in take(consumer, 1000, 0.5):
                 err = msg.error()
                 if err is None:
                     out.append((msg.offset(), msg.value()))

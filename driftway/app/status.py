@@ -24,7 +24,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 
-from driftway.io.kafka import client_config
+from driftway.io.kafka import client_config, take
 from driftway.io.registry import ModelRegistry
 from driftway.schemas import topology
 from driftway.schemas.events import ProcessHealth
@@ -154,7 +154,7 @@ class HealthReader:
 
     def waiting(self) -> dict[str, str]:
         """Each processor that waits, and for what: '<reason> (since 12:03:04 UTC, 7 tries)'."""
-        while messages := self.consumer.consume(1000, timeout=0.05):
+        while messages := take(self.consumer, 1000, 0.05):
             for message in messages:
                 if message.error() is not None or message.value() is None:
                     continue

@@ -158,6 +158,18 @@ def committed_offsets(settings: Settings, group: str, topic: str,
     return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
 
 
+def take(consumer: Consumer, most: int, wait: float) -> list[Message]:
+    """What librdkafka has fetched, up to `most` records (and events: errors, ends of
+    partitions), waiting up to `wait` seconds for the first one only: consume(most, wait) would
+    hold what came until `most` came or `wait` passed, which is most of a reader's latency when
+    fewer come."""
+    messages = consumer.consume(most, timeout=0)
+    if messages or wait <= 0:
+        return messages
+    first = consumer.poll(wait)
+    return [] if first is None else [first, *consumer.consume(most - 1, timeout=0)]
+
+
 def read_to_end(settings: Settings, topic: str, partitions: list[int] | None = None,
                 timeout: float = 60.0, purpose: str = "reader") -> Iterator[Message]:
     """Every committed record of a topic's `partitions` (default: all), from their beginning to
@@ -186,7 +198,7 @@ def read_to_end(settings: Settings, topic: str, partitions: list[int] | None = N
                 missing = sorted(set(partitions) - at_end)
                 raise TimeoutError(f"reading {topic}: partitions {missing} not at their end "
                                    f"after {timeout:.0f}s")
-            for msg in consumer.consume(10_000, timeout=0.05):
+            for msg in take(consumer, 10_000, 0.05):
                 error = msg.error()
                 if error is None:
                     yield msg

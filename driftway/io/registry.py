@@ -14,7 +14,7 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from driftway.io.kafka import TO_THE_END, client_config
+from driftway.io.kafka import TO_THE_END, client_config, take
 from driftway.logic.registry import REGISTRY_TOPICS, RegistryError, RegistryState
 from driftway.schemas.events import ArtifactChunk, ModelVersion
 from driftway.settings import Settings
@@ -73,14 +73,7 @@ class ModelRegistry(RegistryState):
     def poll(self, timeout: float = 0.0, max_messages: int = 1000) -> set[str]:
         """Apply what arrived; the models whose deployment changed."""
         changed: set[str] = set()
-        # Poll, then drain: returns as soon as one record came (consume(n, timeout) would wait
-        # out the timeout unless n came), which is most of a live update's latency.
-        messages = self._consumer.consume(max_messages, timeout=0)
-        if not messages and timeout > 0:
-            first = self._consumer.poll(timeout)
-            messages = [first, *self._consumer.consume(max_messages - 1, timeout=0)] \
-                if first is not None else []
-        for msg in messages:
+        for msg in take(self._consumer, max_messages, timeout):  # as soon as one comes
             if msg.error() is not None:
                 if msg.error().code() != KafkaError._PARTITION_EOF:
                     log.warning("registry consumer: %s", msg.error())
@@ -103,7 +96,7 @@ class ModelRegistry(RegistryState):
             found: dict[int, bytes] = {}
             eof: set[int] = set()
             while len(eof) < len(parts):
-                for msg in consumer.consume(1000, timeout=1.0):
+                for msg in take(consumer, 1000, 1.0):
                     if msg.error() is not None:
                         if msg.error().code() == KafkaError._PARTITION_EOF:
                             eof.add(msg.partition())

@@ -50,7 +50,7 @@ from confluent_kafka import (
 )
 
 from driftway.io.holdback import HeldInput, Unavailable
-from driftway.io.kafka import client_config, produce, producer_config
+from driftway.io.kafka import client_config, produce, producer_config, take
 from driftway.io.metrics import Metrics
 from driftway.io.state import Store, restore
 from driftway.schemas import topology
@@ -268,7 +268,8 @@ class Runtime:
                 if self._in_transaction:  # wait no longer than until it may commit early
                     wait = min(wait, max(0.001, due(False) - self._open_for()))
                 try:
-                    messages = self._next_batch(p.batch_size, wait)
+                    # a record never waits for a batch to fill
+                    messages = take(self.consumer, p.batch_size, wait)
                     if messages:
                         began = time.monotonic()
                         self._process(messages)
@@ -311,18 +312,6 @@ class Runtime:
             close = getattr(self.processor, "close", None)
             if close is not None:
                 close()
-
-    def _next_batch(self, size: int, wait: float) -> list[Message]:
-        """What librdkafka has fetched, up to `size`: waits up to `wait` for the first record
-        only, so a record never waits for a batch to fill (consume(size, wait) would hold the
-        first one until `size` came or `wait` passed)."""
-        messages = self.consumer.consume(size, timeout=0)
-        if not messages:
-            first = self.consumer.poll(wait)
-            if first is None:
-                return []
-            messages = [first, *self.consumer.consume(size - 1, timeout=0)]
-        return messages
 
     def _open_for(self) -> float:
         return time.monotonic() - self._transaction_started
