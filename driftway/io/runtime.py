@@ -232,7 +232,7 @@ class Runtime:
         if start is not None:
             outs = start(self.stopping)
             if self.stopping.is_set():  # stopped while it waited: nothing read, nothing owed
-                self.close()
+                self._shut_down()
                 return
             if outs:  # what a processor writes before any record (the learner's version zero)
                 self._begin()
@@ -306,12 +306,16 @@ class Runtime:
             self._abort()
             raise
         finally:
-            self.close()
-            if self.direct is not None:
-                self.direct.flush(10)
-            close = getattr(self.processor, "close", None)
-            if close is not None:
-                close()
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        """Leave the group, deliver what went outside the transactions, close the processor."""
+        self.close()
+        if self.direct is not None:
+            self.direct.flush(10)
+        close = getattr(self.processor, "close", None)
+        if close is not None:
+            close()
 
     def _open_for(self) -> float:
         return time.monotonic() - self._transaction_started
