@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
+from driftway.io.kafka import take
 from driftway.settings import Settings
 
 T = TypeVar("T")
@@ -82,7 +83,7 @@ def read_messages(settings: Settings, key: str, at_least: int = 0,
             if time.monotonic() > deadline:
                 raise AssertionError(f"read {len(out)} records of {topic} in {timeout:.0f}s; "
                                      f"wanted at least {at_least} and the end")
-            out += [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
+            out += [m for m in take(consumer, 1000, 0.5) if m.error() is None]
         out += [m for m in consumer.consume(1000, timeout=1.0)  # and whatever comes after
                 if m.error() is None]
         return out
