@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaError
 
-from driftway.io.kafka import client_config
+from driftway.io.kafka import client_config, take
 from driftway.schemas.events import InvalidRecord, Prediction
 from driftway.settings import Settings
 
@@ -46,10 +46,7 @@ class PredictionSubscriber:
         last = time.monotonic()
         try:
             while self.idle_timeout is None or time.monotonic() - last < self.idle_timeout:
-                first = self._consumer.poll(0.2)  # returns as soon as one record is there
-                if first is None:
-                    continue
-                for msg in [first, *self._consumer.consume(499, timeout=0)]:
+                for msg in take(self._consumer, 500, 0.2):  # as soon as one record is there
                     if msg.error():
                         if msg.error().code() != KafkaError._PARTITION_EOF:
                             log.warning("subscriber: %s", msg.error())
