@@ -29,8 +29,8 @@ err_console = Console(stderr=True)
 
 class LazyGroup(click.Group):
     """A group whose command groups in other modules are imported when one is run (click's
-    lazy-loading recipe): `driftway query` or a processor's `driftway run` does not import
-    River's models and scipy for `explain` and `experiment`."""
+    lazy-loading recipe): `driftway query` does not import River and scipy for `explain` and
+    `experiment`, and a processor's `driftway run` imports its own module only."""
 
     lazy = {"models": "driftway.app.models_cli:models", "explain": "driftway.app.explain:explain",
             "experiment": "driftway.app.experiment:experiment",
