@@ -218,15 +218,12 @@ class DeploymentWatcher(threading.Thread):
                 letter.to_bytes(), lambda err, _msg: err and log.error("dead letter: %s", err))
         self._producer.flush(10)
 
-    def wait_ready(self, stopping: threading.Event) -> ServingSet | None:
-        """Wait until there is something to serve (the learner deploys the first version);
-        None if `stopping` is set first."""
-        while self.current is None:
+    def wait_ready(self, stopping: threading.Event) -> None:
+        """Wait until there is something to serve (the learner deploys the first version:
+        `current` is set), or until `stopping` is set."""
+        while self.current is None and not stopping.wait(0.05):
             if self.failed is not None:
                 raise RuntimeError("the deployment watcher failed") from self.failed
-            if stopping.wait(0.05):
-                return None
-        return self.current
 
 
 def featurize_raw(value: bytes | None, store: Store, received_at: float,
